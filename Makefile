@@ -1,0 +1,29 @@
+# `make demo` and `make test` create the virtual environment on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m rts_ssl prepare
+	$(PY) -m rts_ssl quicklook output=outputs/quicklook.png
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+# pytest exits 5 when it collects no test: not a failure here.
+test: lint
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+bench: $(VENV)/.installed
+	$(PY) -m rts_ssl bench data
+
+clean:
+	rm -rf outputs data/prepared

@@ -1,0 +1,48 @@
+"""``python -m rts_ssl <command> [hydra overrides]``: dispatch only."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import hydra
+
+from rts_ssl.errors import InputError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+COMMANDS = {
+    "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
+    "quicklook": "render a scene with its slump polygons to PNG",
+    "bench": "benchmarks: `bench data` (training data path vs torchgeo)",
+}
+USAGE = "usage: python -m rts_ssl <command> [key=value ...]\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {text}" for name, text in COMMANDS.items()
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return
+    command, overrides = argv[0], list(argv[1:])
+    if command not in COMMANDS:
+        sys.exit(f"error: unknown command {command!r}\n\n{USAGE}")
+    if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
+        overrides[0] = f"target={overrides[0]}"
+    run = importlib.import_module(f"rts_ssl.commands.{command}").run
+
+    def task(cfg) -> None:
+        try:
+            run(cfg)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = [f"rts_ssl {command}", *overrides]
+    hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""``python -m rts_ssl prepare data=<config>``: scenes + polygons -> tiled training set."""
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from rts_ssl.data.prepare import prepare_dataset
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    summary = prepare_dataset(data, data["prepared"], workers=cfg.workers,
+                              overwrite=cfg.overwrite)
+    for key, error in summary.failed.items():
+        log.error("failed %s: %s", key, error)
+    log.info("prepared %s", summary.line())

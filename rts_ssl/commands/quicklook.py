@@ -1,0 +1,27 @@
+"""``python -m rts_ssl quicklook [scene=<tif>] [labels=<file>] [output=<png>]``."""
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from rts_ssl.data.labels import LabelIndex, read_polygons
+from rts_ssl.data.prepare import resolve_source
+from rts_ssl.data.scenes import Scene, find_scenes
+from rts_ssl.quicklook import render_quicklook
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    data = resolve_source(OmegaConf.to_container(cfg.data, resolve=True))
+    scene_path = cfg.scene or find_scenes(data["scenes"])[0]
+    polygons = None
+    if cfg.labels:
+        index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer))
+        with Scene(scene_path, data["bands"], sensor=data.get("sensor"),
+                   band_names=data.get("band_names")) as scene:
+            polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
+    out = render_quicklook(scene_path, cfg.output, polygons, band_names=data.get("band_names"),
+                           sensor=data.get("sensor"))
+    log.info("quicklook of %s with %d polygons -> %s", scene_path,
+             0 if polygons is None else len(polygons), out)

@@ -1,0 +1,1 @@
+"""Data layer: sensors and bands, scenes, labels, tile store, splits, synthetic scenes."""

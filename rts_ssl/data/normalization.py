@@ -1,0 +1,92 @@
+"""Per-band normalisation statistics computed from the data, and the one place they are applied.
+
+Statistics are robust: values are clipped to the 0.5-99.5 percentiles (estimated from a
+uniform sample of valid pixels) before the mean and standard deviation are accumulated
+over every valid pixel in float64. Nodata pixels never enter the statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+SAMPLE_PER_TILE = 2048
+PERCENTILES = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Named per-band clipping range and moments; travels with datasets and checkpoints."""
+
+    bands: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {key: list(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BandStats:
+        return cls(**{key: tuple(value) for key, value in data.items()})
+
+    def select(self, bands: Sequence[str]) -> BandStats:
+        """The statistics of ``bands`` (by name, in that order)."""
+        index = [self.bands.index(b) for b in bands]
+        pick = lambda values: tuple(values[i] for i in index)  # noqa: E731
+        return BandStats(tuple(bands), pick(self.low), pick(self.high), pick(self.mean),
+                         pick(self.std))
+
+    @cached_property
+    def _tensors(self) -> torch.Tensor:
+        """low, high, mean, std as one ``(4, C, 1, 1)`` tensor, built once."""
+        return torch.tensor([self.low, self.high, self.mean, self.std]).view(4, -1, 1, 1)
+
+    def normalize(self, image: torch.Tensor, nodata: torch.Tensor | None = None) -> torch.Tensor:
+        """Clip, standardise, and zero nodata. ``image`` is ``(..., C, H, W)``."""
+        return self.normalize_(image.to(torch.float32, copy=True), nodata)
+
+    def normalize_(self, image: torch.Tensor, nodata: torch.Tensor | None = None) -> torch.Tensor:
+        """In-place :meth:`normalize` of a float32 tensor (no large temporaries)."""
+        low, high, mean, std = self._tensors.to(image.device)
+        image.clamp_(low, high).sub_(mean).div_(std)
+        if nodata is not None:
+            image.masked_fill_(nodata.bool().unsqueeze(-3), 0.0)
+        return image
+
+
+def compute_band_stats(store, seed: int = 0) -> BandStats:
+    """Robust statistics over every tile of a :class:`~rts_ssl.data.tiles.TileStore`."""
+    rng = np.random.default_rng(seed)
+    n_bands = len(store.bands)
+    samples = []
+    for i in tqdm(range(len(store)), desc="band statistics (1/2)", leave=False):
+        image, masks = store.read(i)
+        valid = image[:, masks[2] == 0]
+        if valid.shape[1]:
+            pick = rng.integers(0, valid.shape[1], min(SAMPLE_PER_TILE, valid.shape[1]))
+            samples.append(valid[:, pick].astype(np.float64))
+    if not samples:
+        raise ValueError(f"{store.root}: no valid pixels to compute band statistics from")
+    low, high = np.percentile(np.concatenate(samples, axis=1), PERCENTILES, axis=1)
+    total = np.zeros(n_bands)
+    total_sq = np.zeros(n_bands)
+    count = 0
+    for i in tqdm(range(len(store)), desc="band statistics (2/2)", leave=False):
+        image, masks = store.read(i)
+        valid = np.clip(image[:, masks[2] == 0].astype(np.float64), low[:, None], high[:, None])
+        total += valid.sum(axis=1)
+        total_sq += (valid**2).sum(axis=1)
+        count += valid.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 0, std, 1.0)
+    as_tuple = lambda values: tuple(float(v) for v in values)  # noqa: E731
+    return BandStats(tuple(store.bands), as_tuple(low), as_tuple(high), as_tuple(mean),
+                     as_tuple(std))

@@ -1,0 +1,70 @@
+"""Train/val/test splits grouped by location and region, reproducible by seed.
+
+Whole groups move between splits, so the same slump seen on several dates (same place)
+never sits on both sides. Leave-one-region-out holds out a region as the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def grouped_split(
+    groups: pd.Series, fractions: dict[str, float], seed: int = 0, rest: str = "train"
+) -> pd.Series:
+    """Assign whole groups to the named splits until each holds ~its fraction of rows.
+
+    Every named split gets at least one group while there are groups to spare for ``rest``.
+    """
+    counts = groups.value_counts().sort_index()
+    order = np.random.default_rng(seed).permutation(len(counts))
+    names = list(fractions)
+    target = {name: fractions[name] * len(groups) for name in names}
+    filled = dict.fromkeys(names, 0)
+    assignment: dict[object, str] = {}
+    for position in order:
+        group, size = counts.index[position], int(counts.iloc[position])
+        open_splits = [n for n in names if filled[n] == 0 or filled[n] + size / 2 <= target[n]]
+        spare = len(counts) - len(assignment) > 1
+        if open_splits and spare:
+            name = min(open_splits, key=lambda n: filled[n] / max(target[n], 1e-9))
+            filled[name] += size
+            assignment[group] = name
+        else:
+            assignment[group] = rest
+    return groups.map(assignment).rename("split")
+
+
+def assign_splits(
+    tiles: pd.DataFrame,
+    test_regions: Sequence[str] | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    group: str = "place",
+    seed: int = 0,
+) -> pd.Series:
+    """``train``/``val``/``test`` per tile.
+
+    With ``test_regions`` the test set is exactly those regions (held out); val is drawn by
+    group from the rest. Without, both are drawn by group from all tiles.
+    """
+    if test_regions:
+        unknown = set(test_regions) - set(tiles["region"])
+        if unknown:
+            raise ValueError(f"unknown test region(s) {sorted(unknown)}; "
+                             f"regions: {sorted(tiles['region'].unique())}")
+        held_out = tiles["region"].isin(test_regions)
+        split = pd.Series("test", index=tiles.index, name="split")
+        rest = tiles.loc[~held_out, group]
+        split.loc[~held_out] = grouped_split(rest, {"val": val_fraction}, seed)
+        return split
+    return grouped_split(tiles[group], {"test": test_fraction, "val": val_fraction}, seed)
+
+
+def leave_one_region_out(tiles: pd.DataFrame, **kwargs) -> Iterator[tuple[str, pd.Series]]:
+    """One split per region, that region being the test set."""
+    for region in sorted(tiles["region"].unique()):
+        yield region, assign_splits(tiles, test_regions=[region], **kwargs)

@@ -1,0 +1,192 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fakes import ORIGIN, ramp_scene, square_polygons, write_geotiff
+from rts_ssl.data.dataset import TileDataset
+from rts_ssl.data.prepare import prepare_dataset
+from rts_ssl.data.tiles import TILE_COLUMNS, TileStore, tile_starts
+from rts_ssl.errors import InputError
+
+X, Y = ORIGIN
+BANDS = ["blue", "green", "red", "nir"]
+
+
+def make_data(root, size=300, dates=("2020-07-01", "2021-07-01"), labels=True, **tiles):
+    (root / "scenes" / "north").mkdir(parents=True, exist_ok=True)
+    for date in dates:
+        array = ramp_scene(size=size)
+        array[:, 200:, 200:] = 0  # a nodata corner
+        write_geotiff(root / "scenes" / "north" / f"site_{date}.tif", array)
+    data = {
+        "name": "t", "sensor": "planetscope", "bands": BANDS, "scenes": str(root / "scenes"),
+        "pattern": r"(?P<region>[^/]+)/(?P<location>[^/]+)_(?P<date>\d{4}-\d{2}-\d{2})\.tif$",
+        "tiles": {"size": 128, "overlap": 32, "max_nodata_fraction": 0.5,
+                  "location_block_m": 500, **tiles},
+    }
+    if labels:  # one 60 m square at pixels rows 140-160, cols 100-120 (3 m pixels)
+        square_polygons(root / "labels.gpkg", [(X + 300, Y - 480, 60)])
+        data["labels"] = str(root / "labels.gpkg")
+    return data
+
+
+def test_tile_starts_cover_the_scene_with_full_tiles():
+    assert tile_starts(300, 128, 32) == [0, 96, 172]
+    assert tile_starts(128, 128, 32) == [0]
+    assert tile_starts(100, 128, 32) == []
+
+
+def test_prepare_writes_tiles_masks_metadata_and_stats(tmp_path):
+    data = make_data(tmp_path)
+    summary = prepare_dataset(data, tmp_path / "out", workers=2)
+    # 3x3 tiles per scene; the bottom-right tile (172:300)^2 is 80 % nodata -> dropped
+    assert summary.tiles == 16 and summary.dropped_nodata == 2
+    store = TileStore(tmp_path / "out")
+    tiles = store.tiles
+    assert list(tiles.columns) == list(TILE_COLUMNS)
+    assert set(tiles["region"]) == {"north"} and set(tiles["place"]) == {"site"}
+    assert set(tiles["date"]) == {"2020-07-01", "2021-07-01"}
+    assert tiles["tile_id"].is_unique and (tiles["crs"] == "EPSG:32608").all()
+    # the same position on two dates shares its location id
+    assert tiles.groupby("location_id")["date"].nunique().min() == 2
+    # tile (96, 96): the square covers rows 44-64, cols 4-24 of it
+    row = tiles[(tiles["row"] == 96) & (tiles["col"] == 96)].index[0]
+    image, masks = store.read(row)
+    assert masks[0].sum() == 400 and masks[0, 44:64, 4:24].all()
+    assert tiles.loc[row, "positive_fraction"] == pytest.approx(400 / 128**2)
+    assert image[0, 0, 0] == 1000 + 96 and image[3, 5, 0] == 4000 + 101
+    # nodata corner: flagged as nodata and ignored, never positive
+    corner = tiles[(tiles["row"] == 172) & (tiles["col"] == 96)].index[0]
+    _, masks = store.read(corner)
+    assert masks[2, 28:, 104:].all() and masks[1, 28:, 104:].all() and not masks[2, :28].any()
+    assert tiles.loc[corner, "nodata_fraction"] == pytest.approx(100 * 24 / 128**2)
+    # statistics come from the data (ramp rows 0-299 + 1000*b) and exclude nodata zeros
+    stats = store.info["normalization"]
+    assert stats["low"][0] > 1000 and stats["high"][0] < 1300
+    assert stats["mean"][3] == pytest.approx(4000 + 140, abs=20)
+    sample = TileDataset(store)[row]
+    assert abs(float(sample["image"].mean())) < 1.5 and sample["image"].shape == (4, 128, 128)
+    assert not list((tmp_path / "out" / "shards").glob(".*"))  # no temporary leftovers
+
+
+def test_prepare_resumes_and_refuses_other_settings(tmp_path):
+    data = make_data(tmp_path)
+    prepare_dataset(data, tmp_path / "out")
+    shard = tmp_path / "out" / "shards" / "site_2020-07-01"
+    stamp = (shard / "image.bin").stat().st_mtime_ns
+    make_data(tmp_path, dates=("2022-07-01",))  # a new scene arrives
+    summary = prepare_dataset(data, tmp_path / "out")
+    assert summary.skipped == ["site_2020-07-01", "site_2021-07-01"]
+    assert summary.prepared == ["site_2022-07-01"] and summary.tiles == 24
+    assert (shard / "image.bin").stat().st_mtime_ns == stamp
+    assert yaml.safe_load((tmp_path / "out" / "dataset.yaml").read_text())["n_tiles"] == 24
+    other = {**data, "tiles": {**data["tiles"], "size": 64}}
+    with pytest.raises(InputError, match="was prepared with other settings"):
+        prepare_dataset(other, tmp_path / "out")
+    assert prepare_dataset(other, tmp_path / "out", overwrite=True).tiles > 24
+
+
+def test_interrupted_scene_leaves_no_shard(tmp_path, monkeypatch):
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    import rts_ssl.data.prepare as prep
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "_label_planes", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(data, tmp_path / "out")
+    assert not any((tmp_path / "out" / "shards").iterdir())
+    assert not (tmp_path / "out" / "dataset.yaml").exists()
+
+
+def test_bad_scene_is_skipped_and_reported(tmp_path, caplog):
+    data = make_data(tmp_path)
+    (tmp_path / "scenes" / "north" / "site_2019-07-01.tif").write_bytes(b"truncated")
+    summary = prepare_dataset(data, tmp_path / "out")
+    assert list(summary.failed) == ["site_2019-07-01"]
+    assert "site_2019-07-01.tif: not a readable GeoTIFF" in caplog.text
+    assert summary.tiles == 16
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tiles": {"size": 512}}, r"site_2020-07-01\.tif: is 300x300 px, smaller than the tile"),
+        ({"bands": ["blue", "B11"]}, r"band B11 not found"),
+        ({"labels": "EMPTY"}, r"empty\.gpkg: holds no polygons"),
+        ({"labels": "FAR"}, r"far\.gpkg: none of its 1 polygons touches a scene"),
+        ({"scenes": "NOCRS"}, r"nocrs\.tif: has no CRS"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line_and_nothing_written(tmp_path, change, message):
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    if change.get("labels") == "EMPTY":
+        square_polygons(tmp_path / "empty.gpkg", [])
+        change = {"labels": str(tmp_path / "empty.gpkg")}
+    if change.get("labels") == "FAR":
+        square_polygons(tmp_path / "far.gpkg", [(X + 1e5, Y, 50)])
+        change = {"labels": str(tmp_path / "far.gpkg")}
+    if change.get("scenes") == "NOCRS":
+        change = {"scenes": str(write_geotiff(tmp_path / "nocrs.tif", ramp_scene(), crs=None))}
+    if "tiles" in change:
+        change = {"tiles": {**data["tiles"], **change["tiles"]}}
+    with pytest.raises(InputError, match=message):
+        prepare_dataset({**data, **change}, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.yaml").exists()
+    assert not list((tmp_path / "out").glob("shards/*"))
+
+
+def test_footprints_bound_the_labelled_area(tmp_path):
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    square_polygons(tmp_path / "fp.gpkg", [(X, Y - 384, 384)], crs="EPSG:32608")
+    data = {**data, "footprints": str(tmp_path / "fp.gpkg")}
+    store = TileStore(tmp_path / "out") if prepare_dataset(data, tmp_path / "out") else None
+    tiles = store.tiles.set_index(["row", "col"])
+    assert tiles.loc[(0, 0), "labelled_fraction"] == 1.0
+    assert tiles.loc[(96, 96), "labelled_fraction"] == pytest.approx(32 * 32 / 128**2)
+    assert tiles.loc[(0, 172), "labelled_fraction"] == 0.0
+
+
+def test_unlabelled_data_is_all_ignored(tmp_path):
+    data = make_data(tmp_path, labels=False)
+    prepare_dataset(data, tmp_path / "out")
+    store = TileStore(tmp_path / "out")
+    assert (store.tiles["labelled_fraction"] == 0).all()
+    assert store.read(0)[1][1].all()
+
+
+def test_cli_prepare_on_synthetic_and_one_line_error(tiny_synthetic, tmp_path):
+    env_args = [f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}",
+                f"data.root={tiny_synthetic}", "data.synthetic.size=96", "data.tiles.size=64",
+                "data.tiles.overlap=16"]
+    done = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", *env_args],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tiles = pd.read_parquet(tmp_path / "prepared" / "synthetic_planet" / "tiles.parquet")
+    assert tiles["region"].nunique() == 3 and tiles["place"].nunique() == 6
+    assert tiles["date"].nunique() >= 3 and (tiles["positive_fraction"] > 0).any()
+    settings = json.loads((tmp_path / "prepared" / "synthetic_planet" / "prepare.json").read_text())
+    assert settings["bands"] == BANDS
+    bad = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", *env_args,
+                          "data.bands=[blue,B12]", "data.name=bad"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "band B12 not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tile_dataset_patches_and_band_selection(tmp_path):
+    prepare_dataset(make_data(tmp_path), tmp_path / "out")
+    dataset = TileDataset(tmp_path / "out", patch_size=64, bands=["B8", "B4"])
+    sample = dataset[0]
+    assert sample["image"].shape == (2, 64, 64) and sample["mask"].shape == (64, 64)
+    assert dataset.stats.bands == ("nir", "red")
+    with pytest.raises(InputError, match="band B11 not in the prepared dataset"):
+        TileDataset(tmp_path / "out", bands=["B11"])
+    assert np.isfinite(sample["image"].numpy()).all()
