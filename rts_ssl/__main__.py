@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -11,8 +12,12 @@ import hydra
 from rts_ssl.errors import InputError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Lightning re-launches DDP workers as `python -m rts_ssl.__main__ <overrides>`; the
+# command name travels to them in the environment.
+COMMAND_ENV = "RTS_SSL_COMMAND"
 COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
+    "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
     "quicklook": "render a scene with its slump polygons to PNG",
     "bench": "benchmarks: `bench data` (training data path vs torchgeo)",
 }
@@ -23,6 +28,9 @@ USAGE = "usage: python -m rts_ssl <command> [key=value ...]\n\ncommands:\n" + "\
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if "LOCAL_RANK" in os.environ and os.environ.get(COMMAND_ENV) and argv[:1] != [
+            os.environ[COMMAND_ENV]]:
+        argv = [os.environ[COMMAND_ENV], *argv]
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(USAGE)
         return
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 
+    os.environ[COMMAND_ENV] = command
     sys.argv = [f"rts_ssl {command}", *overrides]
     hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(task)()
 

@@ -48,3 +48,41 @@ def square_polygons(path: Path, squares: list[tuple[float, float, float]], crs="
     geoms = [box(x, y, x + side, y + side) for x, y, side in squares]
     gpd.GeoDataFrame(columns, geometry=geoms, crs=crs).to_file(path)
     return path
+
+
+def texture_scene(bands: int = 4, size: int = 64, seed: int = 0) -> np.ndarray:
+    """Smooth random texture (uint16, never 0 = nodata), different per band."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(bands, size, size))
+    kernel = np.ones(5) / 5
+    for axis in (1, 2):
+        noise = np.apply_along_axis(np.convolve, axis, noise, kernel, mode="same")
+    return (2000 + 800 * noise + 300 * np.arange(bands)[:, None, None]).clip(1).astype(np.uint16)
+
+
+def prepared_dataset(root: Path, bands: int = 4, places: int = 4, size: int = 96) -> Path:
+    """A tiny prepared dataset: ``places`` places x 2 dates, one square slump each."""
+    from rts_ssl.data.prepare import prepare_dataset
+    from rts_ssl.data.sensors import SENSORS
+
+    names = SENSORS["planetscope" if bands == 4 else "sentinel2_l2a"].bands
+    squares = []
+    for place in range(places):
+        region = "east" if place % 2 else "west"
+        (root / "scenes" / region).mkdir(parents=True, exist_ok=True)
+        for date in ("2020-07-01", "2021-07-01"):
+            array = texture_scene(bands, size, seed=place)
+            write_geotiff(root / "scenes" / region / f"p{place}_{date}.tif", array,
+                          descriptions=names)
+        squares.append((ORIGIN[0] + 60, ORIGIN[1] - 150, 45))
+    square_polygons(root / "labels.gpkg", squares[:1])
+    data = {
+        "name": "fake", "sensor": None, "bands": list(names[:4] if bands == 4 else names),
+        "scenes": str(root / "scenes"), "labels": str(root / "labels.gpkg"),
+        "pattern": r"(?P<region>[^/]+)/(?P<location>[^/]+)_(?P<date>\d{4}-\d{2}-\d{2})\.tif$",
+        "tiles": {"size": 64, "overlap": 32, "max_nodata_fraction": 0.5,
+                  "location_block_m": 100},
+        "prepared": str(root / "prepared"),
+    }
+    prepare_dataset(data, root / "prepared")
+    return root

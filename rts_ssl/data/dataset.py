@@ -20,6 +20,8 @@ class TileDataset(Dataset):
 
     ``patch_size`` smaller than the tile gives a random crop per access (random locations);
     ``bands`` selects bands by name from the prepared dataset (default: all of them).
+    ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
+    location (the tile itself when the location was seen once), for contrastive learning.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class TileDataset(Dataset):
         indices: Sequence[int] | None = None,
         patch_size: int | None = None,
         bands: Sequence[str] | None = None,
+        temporal_positives: bool = False,
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
@@ -45,6 +48,7 @@ class TileDataset(Dataset):
         self.band_index = slice(None) if found == list(range(len(self.store.bands))) else found
         stats = BandStats.from_dict(self.store.info["normalization"])
         self.stats = stats.select([stats.bands[i] for i in found])
+        self.partners = _other_dates(self.store.tiles) if temporal_positives else None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -54,15 +58,38 @@ class TileDataset(Dataset):
 
     def __getitems__(self, positions: list[int]) -> list[dict[str, torch.Tensor]]:
         """A batch read into one array and normalised at once (DataLoader calls this)."""
-        size, tile_size = self.patch_size, self.store.tile_size
-        image = np.empty((len(positions), len(self.stats.bands), size, size), np.float32)
-        masks = np.empty((len(positions), 3, size, size), np.uint8)
-        offsets = torch.randint(0, tile_size - size + 1, (len(positions), 2)).tolist()
-        for k, (position, (row, col)) in enumerate(zip(positions, offsets, strict=True)):
+        size = self.patch_size
+        tiles = self.indices[positions]
+        offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
+        image, masks = self._read(tiles, offsets)
+        samples = [{"image": image[k], "mask": masks[k, 0], "ignore": masks[k, 1].bool()}
+                   for k in range(len(tiles))]
+        if self.partners is not None:
+            partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
+            positive, _ = self._read(partner, offsets)
+            for k, sample in enumerate(samples):
+                sample["positive"] = positive[k]
+        return samples
+
+    def _read(self, tiles: np.ndarray, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.patch_size
+        image = np.empty((len(tiles), len(self.stats.bands), size, size), np.float32)
+        masks = np.empty((len(tiles), 3, size, size), np.uint8)
+        for k, (tile, (row, col)) in enumerate(zip(tiles, offsets, strict=True)):
             window = (slice(row, row + size), slice(col, col + size))
-            tile_image, masks[k] = self.store.read(int(self.indices[position]), window)
+            tile_image, masks[k] = self.store.read(int(tile), window)
             np.copyto(image[k], tile_image[self.band_index], casting="unsafe")
         masks = torch.from_numpy(masks)
-        image = self.stats.normalize_(torch.from_numpy(image), masks[:, 2])
-        return [{"image": image[k], "mask": masks[k, 0], "ignore": masks[k, 1].bool()}
-                for k in range(len(positions))]
+        return self.stats.normalize_(torch.from_numpy(image), masks[:, 2]), masks
+
+
+def _other_dates(tiles) -> dict[int, np.ndarray]:
+    """For each tile, the tiles of the same location and grid position on other dates."""
+    partners = {}
+    for _, group in tiles.groupby(["location_id", "row", "col"]).groups.items():
+        members = np.asarray(group)
+        dates = tiles.loc[members, "date"].to_numpy()
+        for member, date in zip(members, dates, strict=True):
+            others = members[dates != date]
+            partners[int(member)] = others if len(others) else np.array([member])
+    return partners

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -43,20 +42,17 @@ class BandStats:
         return BandStats(tuple(bands), pick(self.low), pick(self.high), pick(self.mean),
                          pick(self.std))
 
-    @cached_property
-    def _tensors(self) -> torch.Tensor:
-        """low, high, mean, std as one ``(4, C, 1, 1)`` tensor, built once."""
-        return torch.tensor([self.low, self.high, self.mean, self.std]).view(4, -1, 1, 1)
-
     def normalize(self, image: torch.Tensor, nodata: torch.Tensor | None = None) -> torch.Tensor:
         """Clip, standardise, and zero nodata. ``image`` is ``(..., C, H, W)``."""
         return self.normalize_(image.to(torch.float32, copy=True), nodata)
 
     def normalize_(self, image: torch.Tensor, nodata: torch.Tensor | None = None) -> torch.Tensor:
-        """In-place :meth:`normalize` of a float32 tensor (no large temporaries)."""
-        low, high, mean, std = self._tensors.to(image.device)
-        image.clamp_(low, high).sub_(mean).div_(std)
-        if nodata is not None:
+        """In-place :meth:`normalize` of a float32 tensor (band by band: no temporaries)."""
+        for band in range(len(self.bands)):
+            values = image[..., band, :, :]
+            values.clamp_(self.low[band], self.high[band])
+            values.sub_(self.mean[band]).div_(self.std[band])
+        if nodata is not None and bool(nodata.any()):
             image.masked_fill_(nodata.bool().unsqueeze(-3), 0.0)
         return image
 

@@ -1,0 +1,32 @@
+"""Optimisers and the warm-up + cosine schedule shared by every training task."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from lightly.utils.lars import LARS
+
+
+def build_optimizer(params: Iterable, name: str, lr: float, weight_decay: float):
+    """AdamW (robust at small CPU batches) or LARS (SimCLR at large batch sizes)."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r} (adamw, lars)")
+
+
+def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
+    """Linear warm-up to the base rate, then cosine decay to zero, per step."""
+    total_steps = max(total_steps, 1)
+    warmup_steps = min(max(warmup_steps, 0), total_steps - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,58 @@
+"""Weights & Biases: run names, groups, config, encoder artifacts. Offline by default.
+
+Offline runs need no account and no network; they live in the run directory and can be
+uploaded later with ``wandb sync <run dir>/wandb/offline-run-*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import wandb
+from pytorch_lightning.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def run_name(*parts: object) -> str:
+    """A name that explains itself, e.g. ``simclr-resnet18-synthetic_planet``."""
+    return "-".join(str(p) for p in parts if p not in (None, ""))
+
+
+def make_logger(cfg: dict, save_dir: Path, name: str, group: str, job_type: str,
+                config: dict) -> WandbLogger | None:
+    """A WandbLogger from the ``logger`` config group (``mode: offline|online|disabled``)."""
+    if cfg.get("mode", "offline") == "disabled":
+        return None
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(name=name, project=cfg["project"], entity=cfg.get("entity"),
+                       group=group, job_type=job_type, save_dir=str(save_dir),
+                       offline=cfg.get("mode", "offline") == "offline", config=config,
+                       tags=list(cfg.get("tags") or []))
+
+
+def log_encoder_artifact(logger: WandbLogger | None, directory: Path, name: str,
+                         metadata: dict) -> None:
+    """Log an exported encoder directory as artifact type ``encoder`` (latest + best)."""
+    if logger is None:
+        return
+    artifact = wandb.Artifact(name=name, type="encoder", metadata=metadata)
+    artifact.add_dir(str(directory))
+    logger.experiment.log_artifact(artifact, aliases=["latest", "best"])
+
+
+def run_location(logger: WandbLogger | None) -> str:
+    """Where the W&B run is: its URL online, its directory offline."""
+    if logger is None:
+        return "W&B disabled"
+    run = logger.experiment
+    if getattr(run, "offline", False) or not getattr(run, "url", None):
+        return f"{Path(run.dir).parent} (offline; upload with `wandb sync` on that folder)"
+    return run.url
+
+
+def finish() -> None:
+    """End the active W&B run (called in ``finally`` so failed sweep jobs close too)."""
+    if wandb.run is not None:
+        wandb.finish()

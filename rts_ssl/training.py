@@ -1,0 +1,48 @@
+"""Trainer construction and resuming, shared by the training commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from rts_ssl.errors import InputError
+
+LAST = "last.ckpt"
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger, monitor: str, mode: str) -> pl.Trainer:
+    """Trainer from the ``trainer`` config group, checkpointing ``last.ckpt`` + best."""
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}",
+                                  monitor=monitor, mode=mode, save_top_k=1, save_last=True)
+    return hydra.utils.instantiate(cfg, logger=logger or False, callbacks=[checkpoints],
+                                   default_root_dir=str(run_dir))
+
+
+def resume_checkpoint(resume: bool | str | None, runs: Path) -> Path | None:
+    """``last.ckpt`` to continue from: ``true`` = newest run under ``runs``; or a path."""
+    if resume in (None, False, "false", ""):
+        return None
+    if resume is True or resume == "true":
+        found = sorted(runs.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise InputError(runs, f"resume=true but no earlier run with checkpoints/{LAST}")
+        return found[-1]
+    path = Path(str(resume))
+    for candidate in (path, path / LAST, path / "checkpoints" / LAST):
+        if candidate.is_file():
+            return candidate
+    raise InputError(path, f"resume: no checkpoint there ({LAST} or checkpoints/{LAST})")
+
+
+def best_or_last(trainer: pl.Trainer) -> Path | None:
+    """The best checkpoint by the monitored metric, else the last one."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "")
+    if best:
+        return Path(best)
+    last = getattr(callback, "last_model_path", "")
+    return Path(last) if last else None

@@ -1,0 +1,31 @@
+import numpy as np
+from matplotlib.image import imread
+
+from fakes import ORIGIN, ramp_scene, write_geotiff
+from rts_ssl.benchmarks import data_loading
+from rts_ssl.data.labels import read_polygons
+from rts_ssl.quicklook import render_quicklook
+
+X, Y = ORIGIN
+
+
+def test_quicklook_draws_polygons_in_red(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    scene = write_geotiff(tmp_path / "s.tif", ramp_scene(size=200))
+    gpd.GeoDataFrame(geometry=[box(X + 150, Y - 450, X + 450, Y - 150)],
+                     crs="EPSG:32608").to_crs("EPSG:4326").to_file(tmp_path / "p.gpkg")
+    out = render_quicklook(scene, tmp_path / "q.png", read_polygons(tmp_path / "p.gpkg"),
+                           max_size=100)
+    image = imread(out)[..., :3]
+    red = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
+    assert red.sum() > 50  # the outline is drawn
+    assert not list(tmp_path.glob(".q.png*"))
+
+
+def test_bench_data_runs_end_to_end_on_a_small_scene(tmp_path):
+    figures = data_loading.run(tmp_path, size=600, patch=64, batch=8, batches=2)
+    assert figures["ours"] > 0 and figures["torchgeo"] > 0
+    assert np.isclose(figures["ratio"], figures["ours"] / figures["torchgeo"])
+    assert (tmp_path / "prepared_600" / "dataset.yaml").is_file()
