@@ -163,3 +163,19 @@ def test_resume_after_a_killed_run_keeps_finished_epochs(fake_data, tmp_path):
     state = torch.load(resumed, map_location="cpu", weights_only=True)
     assert state["epoch"] == epoch + 1  # continued: only the missing epoch(s) ran
     assert state["global_step"] == (epoch + 2) * 2  # 16 samples / batch 8 = 2 steps/epoch
+
+
+def test_ddp_two_cpu_processes(fake_data, tmp_path):
+    done = subprocess.run(
+        pretrain_cmd(fake_data, tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "trainer.max_epochs=1", "batch_size=4"),
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list(tmp_path.glob("pretrain/simclr-resnet18-fake/*"))
+    assert len(runs) == 1  # both ranks share the run directory
+    state = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)
+    assert state["global_step"] == 2  # 16 samples / (4 per process x 2 processes)
+    assert (runs[0] / "encoder" / "encoder.safetensors").is_file()
+    assert len(list(runs[0].glob("wandb/offline-run-*"))) == 1  # rank 0 logs alone
+    assert done.stdout.count("encoder: ") == 1

@@ -25,7 +25,7 @@ def test_quicklook_draws_polygons_in_red(tmp_path):
 
 
 def test_bench_data_runs_end_to_end_on_a_small_scene(tmp_path):
-    figures = data_loading.run(tmp_path, size=600, patch=64, batch=8, batches=2)
+    figures = data_loading.run(tmp_path, size=600, patch=64, batch=8, batches=2, rounds=1)
     assert figures["ours"] > 0 and figures["torchgeo"] > 0
     assert np.isclose(figures["ratio"], figures["ours"] / figures["torchgeo"])
     assert (tmp_path / "prepared_600" / "dataset.yaml").is_file()

@@ -48,3 +48,8 @@ def test_every_split_gets_a_group_when_few_groups():
     groups = pd.Series(["a"] * 10 + ["b"] * 3 + ["c"] * 2)
     split = grouped_split(groups, {"test": 0.05, "val": 0.05})
     assert set(split) == {"train", "val", "test"}
+
+
+def test_zero_fraction_means_no_group():
+    groups = pd.Series(list("aabbccdd"))
+    assert set(grouped_split(groups, {"test": 0.0, "val": 0.25})) == {"train", "val"}

@@ -1,22 +1,49 @@
-"""``python -m rts_ssl bench data``: benchmarks that print measured figures and ratios."""
+"""``python -m rts_ssl bench <data|pretrain>``: benchmarks printing figures and ratios."""
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl.errors import InputError
 
 
 def run(cfg: DictConfig) -> None:
-    if cfg.target != "data":
-        raise InputError(f"bench {cfg.target}", "unknown benchmark (available: data)")
+    workdir = Path(cfg.workdir)
+    if cfg.target == "data":
+        _data(cfg.data_loading, workdir)
+    elif cfg.target == "pretrain":
+        _pretrain(cfg, workdir)
+    else:
+        raise InputError(f"bench {cfg.target}", "unknown benchmark (available: data, pretrain)")
+
+
+def _data(cfg: DictConfig, workdir: Path) -> None:
     from rts_ssl.benchmarks import data_loading
 
-    figures = data_loading.run(Path(cfg.workdir), size=cfg.size, patch=cfg.patch,
-                               batch=cfg.batch, batches=cfg.batches)
+    figures = data_loading.run(workdir, size=cfg.size, patch=cfg.patch, batch=cfg.batch,
+                               batches=cfg.batches)
     print(f"scene: {cfg.size}x{cfg.size} px, 4 bands uint16, deflate, 256 px blocks")
     print(f"prepare (2 workers): {figures['prepare_s']:.1f} s")
     print(f"rts_ssl tiles (memmap, patch {cfg.patch}, batch {cfg.batch}): "
           f"{figures['ours']:.0f} patches/s")
     print(f"torchgeo RasterDataset + RandomGeoSampler: {figures['torchgeo']:.0f} patches/s")
     print(f"ratio: {figures['ratio']:.1f}")
+
+
+def _pretrain(cfg: DictConfig, workdir: Path) -> None:
+    from rts_ssl.benchmarks import pretraining
+    from rts_ssl.data.prepare import resolve_source
+
+    data = resolve_source(OmegaConf.to_container(cfg.data, resolve=True))
+    bench = cfg.pretraining
+    figures = pretraining.run(data, workdir / "pretrain", encoder=bench.encoder,
+                              size=bench.input_size, batch=bench.batch, steps=bench.steps,
+                              warmup=bench.warmup, vit_steps=bench.vit_steps)
+    print(f"data: {cfg.data.name}, input {bench.input_size} px, batch {bench.batch}")
+    print(f"simclr-{bench.encoder} full loop (data + views + fwd/bwd + W&B): "
+          f"{figures['loop']:.1f} images/s")
+    print(f"simclr-{bench.encoder} bare steps on in-memory tensors: {figures['bare']:.1f} images/s")
+    print(f"loop / bare: {figures['loop_ratio']:.2f}")
+    print(f"vit_small MAE: {figures['mae_vit_small']:.1f} images/s, SimCLR: "
+          f"{figures['simclr_vit_small']:.1f} images/s")
+    print(f"MAE / SimCLR: {figures['mae_speedup']:.2f}")

@@ -46,8 +46,7 @@ def run(cfg: DictConfig) -> None:
     finally:
         tracking.finish()
     if summary:
-        log.info(summary.replace("\n", " | "))
-        print(summary)
+        log.info(summary)
 
 
 def _export(trainer, task, datamodule, cfg, run_dir: Path, logger, name: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, RandomSampler
 
-from rts_ssl.data.dataset import TileDataset
+from rts_ssl.data.dataset import TileDataset, collate_tiles
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.data.splits import assign_splits
 from rts_ssl.data.tiles import TileStore
@@ -69,7 +69,7 @@ class TileDataModule(pl.LightningDataModule):
     def _loader(self, name: str, sampler=None) -> DataLoader:
         return DataLoader(self.datasets[name], batch_size=self.batch_size, sampler=sampler,
                           drop_last=sampler is not None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, collate_fn=collate_tiles)
 
     def train_dataloader(self) -> DataLoader:
         """Random tiles (random crops when patches are smaller); ``samples_per_epoch`` long."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.sensors import band_indexes
@@ -56,20 +56,17 @@ class TileDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, positions: list[int]) -> list[dict[str, torch.Tensor]]:
+    def __getitems__(self, positions: list[int]) -> TileBatch:
         """A batch read into one array and normalised at once (DataLoader calls this)."""
         size = self.patch_size
         tiles = self.indices[positions]
         offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
         image, masks = self._read(tiles, offsets)
-        samples = [{"image": image[k], "mask": masks[k, 0], "ignore": masks[k, 1].bool()}
-                   for k in range(len(tiles))]
+        batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool()}
         if self.partners is not None:
             partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
-            positive, _ = self._read(partner, offsets)
-            for k, sample in enumerate(samples):
-                sample["positive"] = positive[k]
-        return samples
+            batched["positive"] = self._read(partner, offsets)[0]
+        return TileBatch(batched)
 
     def _read(self, tiles: np.ndarray, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.patch_size
@@ -81,6 +78,23 @@ class TileDataset(Dataset):
             np.copyto(image[k], tile_image[self.band_index], casting="unsafe")
         masks = torch.from_numpy(masks)
         return self.stats.normalize_(torch.from_numpy(image), masks[:, 2]), masks
+
+
+class TileBatch(list):
+    """Per-sample dicts (what ``default_collate`` expects) that keep the batched tensors.
+
+    :func:`collate_tiles` returns the batched tensors directly, saving a stacking copy.
+    """
+
+    def __init__(self, batched: dict[str, torch.Tensor]) -> None:
+        size = len(next(iter(batched.values())))
+        super().__init__({key: value[k] for key, value in batched.items()} for k in range(size))
+        self.batched = batched
+
+
+def collate_tiles(batch: list) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for TileDataset loaders: no copy for batches it built itself."""
+    return batch.batched if isinstance(batch, TileBatch) else default_collate(batch)
 
 
 def _other_dates(tiles) -> dict[int, np.ndarray]:

@@ -17,11 +17,12 @@ def grouped_split(
 ) -> pd.Series:
     """Assign whole groups to the named splits until each holds ~its fraction of rows.
 
-    Every named split gets at least one group while there are groups to spare for ``rest``.
+    Every split with a positive fraction gets at least one group while there are groups to
+    spare for ``rest``.
     """
     counts = groups.value_counts().sort_index()
     order = np.random.default_rng(seed).permutation(len(counts))
-    names = list(fractions)
+    names = [name for name, fraction in fractions.items() if fraction > 0]
     target = {name: fractions[name] * len(groups) for name in names}
     filled = dict.fromkeys(names, 0)
     assignment: dict[object, str] = {}
