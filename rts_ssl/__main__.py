@@ -19,7 +19,7 @@ COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
     "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
     "quicklook": "render a scene with its slump polygons to PNG",
-    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare, MAE vs SimCLR)",
+    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
 }
 USAGE = "usage: python -m rts_ssl <command> [key=value ...]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in COMMANDS.items()
