@@ -39,7 +39,7 @@ def render_quicklook(
     low, high = np.nanpercentile(rgb, (2, 98), axis=(1, 2), keepdims=True)
     rgb = np.clip((rgb - low) / np.maximum(high - low, 1e-9), 0, 1).transpose(1, 2, 0)
     rgb = np.nan_to_num(rgb, nan=1.0)
-    fig, ax = plt.subplots(figsize=(7, 7 * shape[0] / shape[1]), dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 6 * shape[0] / shape[1]), dpi=100)
     ax.imshow(rgb, extent=extent)
     if polygons is not None and len(polygons):
         polygons.to_crs(crs).boundary.plot(ax=ax, color="red", linewidth=1.0)

@@ -23,10 +23,12 @@ def _data(cfg: DictConfig, workdir: Path) -> None:
     figures = data_loading.run(workdir, size=cfg.size, patch=cfg.patch, batch=cfg.batch,
                                batches=cfg.batches)
     print(f"scene: {cfg.size}x{cfg.size} px, 4 bands uint16, deflate, 256 px blocks")
-    print(f"prepare (2 workers): {figures['prepare_s']:.1f} s")
-    print(f"rts_ssl tiles (memmap, patch {cfg.patch}, batch {cfg.batch}): "
-          f"{figures['ours']:.0f} patches/s")
-    print(f"torchgeo RasterDataset + RandomGeoSampler: {figures['torchgeo']:.0f} patches/s")
+    print(f"prepare (2 workers, tiles 256/32): {figures['prepare_s']:.1f} s")
+    rounds = lambda rates: ", ".join(f"{r:.0f}" for r in rates)  # noqa: E731
+    print(f"rts_ssl tiles (memmap, patch {cfg.patch}, batch {cfg.batch}): median "
+          f"{figures['ours']:.0f} patches/s (rounds: {rounds(figures['ours_rounds'])})")
+    print(f"torchgeo RasterDataset + RandomGeoSampler: median {figures['torchgeo']:.0f} "
+          f"patches/s (rounds: {rounds(figures['torchgeo_rounds'])})")
     print(f"ratio: {figures['ratio']:.1f}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from rts_ssl.errors import InputError
 
 FORMAT = "rts_ssl.tiles/1"
 MASK_PLANES = ("mask", "ignore", "nodata")  # slump=1; 1=excluded from loss; 1=no data
+MAX_OPEN = 256  # shards mapped at once: each map holds a file descriptor
 TILE_COLUMNS = (
     "tile_id", "shard", "index", "scene", "image_id", "date", "region", "place", "location_id",
     "row", "col", "minx", "miny", "maxx", "maxy", "crs", "positive_fraction",
@@ -130,7 +132,7 @@ class TileStore:
         self.bands: list[str] = list(self.info["bands"])
         self.tile_size: int = int(self.info["tile_size"])
         self._shard_info = {s["key"]: s for s in self.info["shards"]}
-        self._open: dict[str, _Shard] = {}
+        self._open: OrderedDict[str, _Shard] = OrderedDict()
         self._shard_of = self.tiles["shard"].to_numpy()
         self._index_of = self.tiles["index"].to_numpy()
 
@@ -138,10 +140,13 @@ class TileStore:
         return len(self.tiles)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_open": {}}  # memory maps are reopened, not pickled
+        return {**self.__dict__, "_open": OrderedDict()}  # maps reopen in each process
 
     def shard(self, key: str) -> _Shard:
-        if key not in self._open:
+        """Memory maps of a shard, kept for the last MAX_OPEN shards (each holds a file)."""
+        if key in self._open:
+            self._open.move_to_end(key)
+        else:
             info, size, bands = self._shard_info[key], self.tile_size, len(self.bands)
             folder = self.root / "shards" / key
             image = np.memmap(folder / "image.bin", dtype=np.dtype(info["dtype"]), mode="r",
@@ -149,6 +154,8 @@ class TileStore:
             masks = np.memmap(folder / "masks.bin", dtype=np.uint8, mode="r",
                               shape=(info["count"], len(MASK_PLANES), size, size))
             self._open[key] = _Shard(image, masks)
+            if len(self._open) > MAX_OPEN:
+                self._open.popitem(last=False)
         return self._open[key]
 
     def read(self, i: int, window: tuple[slice, slice] | None = None):
