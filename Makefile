@@ -11,8 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job on the embedded synthetic scenes: prepare tiles, pretrain (short SimCLR), quicklook.
 demo: $(VENV)/.installed
 	$(PY) -m rts_ssl prepare
+	$(PY) -m rts_ssl pretrain
 	$(PY) -m rts_ssl quicklook output=outputs/quicklook.png
 
 lint: $(VENV)/.installed

@@ -190,3 +190,16 @@ def test_tile_dataset_patches_and_band_selection(tmp_path):
     with pytest.raises(InputError, match="band B11 not in the prepared dataset"):
         TileDataset(tmp_path / "out", bands=["B11"])
     assert np.isfinite(sample["image"].numpy()).all()
+
+
+def test_temporal_positive_is_the_same_window_on_another_date(tmp_path):
+    prepare_dataset(make_data(tmp_path), tmp_path / "out")
+    dataset = TileDataset(tmp_path / "out", temporal_positives=True)
+    tiles = dataset.store.tiles
+    for tile, partners in dataset.partners.items():
+        same = tiles.loc[partners, ["row", "col", "location_id"]]
+        assert (same["row"] == tiles.loc[tile, "row"]).all()
+        assert (same["location_id"] == tiles.loc[tile, "location_id"]).all()
+        assert (tiles.loc[partners, "date"] != tiles.loc[tile, "date"]).all()
+    batch = dataset.__getitems__([0, 1])
+    assert batch.batched["positive"].shape == batch.batched["image"].shape
