@@ -1,7 +1,13 @@
+import numpy as np
 import pandas as pd
 import pytest
 
-from rts_ssl.data.splits import assign_splits, grouped_split, leave_one_region_out
+from rts_ssl.data.splits import (
+    assign_splits,
+    grouped_split,
+    label_subset,
+    leave_one_region_out,
+)
 
 
 def tiles_table() -> pd.DataFrame:
@@ -53,3 +59,44 @@ def test_every_split_gets_a_group_when_few_groups():
 def test_zero_fraction_means_no_group():
     groups = pd.Series(list("aabbccdd"))
     assert set(grouped_split(groups, {"test": 0.0, "val": 0.25})) == {"train", "val"}
+
+
+def labelled_table(seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    tiles = tiles_table()
+    positive_locations = set(rng.choice(tiles["location_id"].unique(), 6, replace=False))
+    tiles["positive_fraction"] = tiles["location_id"].isin(positive_locations) * 0.01
+    tiles["labelled_fraction"] = 1.0
+    return tiles
+
+
+def test_label_subsets_are_nested_grouped_stratified_and_seeded():
+    tiles = labelled_table()
+    split = assign_splits(tiles, test_regions=["yamal"], val_fraction=0.2)
+    train = tiles[split == "train"]
+    previous = set()
+    for fraction in (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0):
+        chosen = label_subset(train, fraction=fraction, seed=4)
+        rows = set(chosen)
+        assert previous <= rows  # nested
+        previous = rows
+        picked = train.loc[chosen]
+        # whole locations: every date of a chosen location is in
+        assert (picked.groupby("location_id").size() == 3).all()
+        assert (picked["positive_fraction"] > 0).any()  # slumps at every fraction
+        assert set(picked.index) <= set(train.index)  # never a val/test tile
+        assert chosen.equals(label_subset(train, fraction=fraction, seed=4))
+    assert not label_subset(train, fraction=0.25, seed=4).equals(
+        label_subset(train, fraction=0.25, seed=5))
+    assert len(previous) == len(train)
+    assert train.loc[label_subset(train, count=3, seed=4), "location_id"].nunique() == 3
+
+
+def test_label_subset_arguments():
+    tiles = labelled_table()
+    with pytest.raises(ValueError, match="exactly one"):
+        label_subset(tiles, fraction=0.1, count=2)
+    with pytest.raises(ValueError, match="exceeds"):
+        label_subset(tiles, count=10_000)
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        label_subset(tiles, fraction=0.0)

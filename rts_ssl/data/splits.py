@@ -69,3 +69,48 @@ def leave_one_region_out(tiles: pd.DataFrame, **kwargs) -> Iterator[tuple[str, p
     """One split per region, that region being the test set."""
     for region in sorted(tiles["region"].unique()):
         yield region, assign_splits(tiles, test_regions=[region], **kwargs)
+
+
+def label_order(tiles: pd.DataFrame, seed: int = 0, group: str = "location_id") -> list:
+    """Labelled groups in the order they are added as the label budget grows.
+
+    Positive groups (any slump pixel) and negative groups are shuffled separately and
+    interleaved in proportion, with a positive group first, so every prefix holds slumps
+    and roughly the overall share of positive groups. One order per seed makes the label
+    subsets of growing fractions nested.
+    """
+    labelled = tiles[tiles["labelled_fraction"] > 0]
+    positive = labelled.groupby(group)["positive_fraction"].max() > 0
+    rng = np.random.default_rng(seed)
+    ranked = []
+    for flag in (True, False):
+        members = sorted(positive.index[positive == flag])
+        order = rng.permutation(len(members))
+        start = 0.0 if flag else 0.5  # the first positive group leads
+        ranked += [((rank + start) / len(members), not flag, members[i])
+                   for rank, i in enumerate(order)]
+    ranked.sort(key=lambda item: item[:2])
+    return [name for _, _, name in ranked]
+
+
+def label_subset(
+    tiles: pd.DataFrame,
+    fraction: float | None = None,
+    count: int | None = None,
+    seed: int = 0,
+    group: str = "location_id",
+) -> pd.Index:
+    """Rows of ``tiles`` (a train split) whose labels are used: a fraction or a count of
+    labelled groups (locations), drawn without replacement along :func:`label_order`.
+    """
+    if (fraction is None) == (count is None):
+        raise ValueError("give exactly one of label_fraction and label_count")
+    order = label_order(tiles, seed, group)
+    if count is None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+        count = max(1, int(np.ceil(fraction * len(order))))
+    if count > len(order):
+        raise ValueError(f"label_count {count} exceeds the {len(order)} labelled locations")
+    chosen = set(order[:count])
+    return tiles.index[tiles[group].isin(chosen) & (tiles["labelled_fraction"] > 0)]

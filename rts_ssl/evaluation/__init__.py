@@ -1,0 +1,1 @@
+"""Pixel and object metrics, label-efficiency aggregation and plots."""

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from rts_ssl.evaluation.metrics import (
+    ObjectCounts,
+    mask_objects,
+    match_objects,
+    pixel_metrics,
+    with_ignore,
+)
+
+
+def square(mask, row, col, size):
+    mask[row:row + size, col:col + size] = 1
+    return mask
+
+
+def test_pixel_metrics_respect_ignore():
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, :, :5] = 1  # 50 slump pixels
+    pred = torch.zeros(1, 10, 10)
+    pred[0, :, :4] = 1  # 40 right
+    pred[0, :, 9] = 1  # 10 false positives...
+    ignore = torch.zeros(1, 10, 10, dtype=torch.bool)
+    ignore[0, :, 9] = True  # ...in ignored pixels
+    metrics = pixel_metrics()
+    metrics.update(pred, with_ignore(target, ignore))
+    result = {k: float(v) for k, v in metrics.compute().items()}
+    assert result["precision"] == pytest.approx(1.0)
+    assert result["recall"] == pytest.approx(0.8)
+    assert result["iou"] == pytest.approx(0.8)
+    assert result["f1"] == pytest.approx(2 * 0.8 / 1.8)
+
+
+def test_objects_are_8_connected_and_matched_one_to_one():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2, 2] = mask[3, 3] = 1  # diagonal neighbours: one object
+    square(mask, 10, 10, 4)
+    assert len(mask_objects(mask)) == 2
+    reference = [shapely_box(0, 0, 10, 10)]
+    predicted = [shapely_box(0, 0, 10, 10), shapely_box(1, 1, 10, 10)]
+    matches = match_objects(predicted, reference, 0.3)
+    assert matches == [(0, 0, 1.0)]  # the best one only
+
+
+def shapely_box(*bounds):
+    import shapely
+
+    return shapely.box(*bounds)
+
+
+def test_object_counts_precision_recall_and_false_positive_density():
+    reference = square(square(np.zeros((100, 100), np.uint8), 10, 10, 10), 50, 50, 10)
+    predicted = square(square(np.zeros((100, 100), np.uint8), 12, 12, 10), 80, 80, 5)
+    predicted = square(predicted, 0, 95, 5)  # a prediction in nodata: not an object
+    valid = np.ones((100, 100), bool)
+    valid[:, 95:] = False
+    counts = ObjectCounts()
+    counts.add(predicted, reference, valid, pixel_area_m2=9.0)  # 3 m pixels
+    # square 1: IoU 64/136 = 0.47 -> match; square 2 missed; the 5x5 one is a false positive
+    assert (counts.true_positives, counts.false_positives, counts.false_negatives) == (1, 1, 1)
+    assert counts.precision == 0.5 and counts.recall == 0.5 and counts.f1 == 0.5
+    assert counts.area_km2 == pytest.approx(9500 * 9 / 1e6)
+    assert counts.false_positives_per_100km2 == pytest.approx(100 / (9500 * 9 / 1e6))
+    strict = ObjectCounts()
+    strict.add(predicted, reference, valid, 9.0, iou_threshold=0.5)
+    assert strict.true_positives == 0
