@@ -18,6 +18,7 @@ COMMAND_ENV = "RTS_SSL_COMMAND"
 COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
     "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
+    "finetune": "segmentation head on a pretrained (or random) encoder with few labels",
     "quicklook": "render a scene with its slump polygons to PNG",
     "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
 }

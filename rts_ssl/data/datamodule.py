@@ -6,13 +6,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from rts_ssl.data.dataset import TileDataset, collate_tiles
 from rts_ssl.data.prepare import prepare_dataset
-from rts_ssl.data.splits import assign_splits
+from rts_ssl.data.splits import assign_splits, label_subset
 from rts_ssl.data.tiles import TileStore
+from rts_ssl.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,10 @@ class TileDataModule(pl.LightningDataModule):
     """Train/val/test tiles of one data config (``conf/data/*.yaml``).
 
     ``split`` holds :func:`~rts_ssl.data.splits.assign_splits` arguments (test regions,
-    fractions, grouping column, seed).
+    fractions, grouping column, seed). ``labels`` (fine-tuning) keeps labelled tiles only and
+    draws the train labels with :func:`~rts_ssl.data.splits.label_subset` (``fraction`` or
+    ``count``, ``seed``); validation and test are never subsampled. ``balance`` samples
+    train tiles so that about that share contains slumps.
     """
 
     def __init__(
@@ -35,6 +40,8 @@ class TileDataModule(pl.LightningDataModule):
         prepare_workers: int = 2,
         samples_per_epoch: int | None = None,
         temporal_positives: bool = False,
+        labels: Mapping | None = None,
+        balance: float | None = None,
     ) -> None:
         super().__init__()
         self.data = dict(data)
@@ -46,6 +53,8 @@ class TileDataModule(pl.LightningDataModule):
         self.prepare_workers = prepare_workers
         self.samples_per_epoch = samples_per_epoch
         self.temporal_positives = temporal_positives
+        self.labels = dict(labels) if labels else None
+        self.balance = balance
         self.datasets: dict[str, TileDataset] = {}
 
     def prepare_data(self) -> None:
@@ -56,11 +65,28 @@ class TileDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         store = TileStore(self.root)
-        split = assign_splits(store.tiles, **self.split_args)
-        for name in ("train", "val", "test"):
-            indices = split.index[split == name].to_numpy()
-            self.datasets[name] = TileDataset(store, indices, self.patch_size, self.bands,
+        tiles = store.tiles
+        if self.labels is not None:
+            tiles = tiles[tiles["labelled_fraction"] > 0]
+            if tiles.empty:
+                raise InputError(self.root, "has no labelled tiles to fine-tune on")
+        split = assign_splits(tiles, **self.split_args)
+        chosen = {name: split.index[split == name] for name in ("train", "val", "test")}
+        if self.labels is not None:
+            chosen["train"] = label_subset(tiles.loc[chosen["train"]],
+                                           self.labels.get("fraction"),
+                                           self.labels.get("count"), self.labels.get("seed", 0))
+        for name, indices in chosen.items():
+            self.datasets[name] = TileDataset(store, indices.to_numpy(), self.patch_size,
+                                              self.bands,
                                               self.temporal_positives and name == "train")
+
+    @property
+    def pixel_area_m2(self) -> float:
+        """Ground area of one pixel (from the first tile's bounds)."""
+        row = self.store.tiles.iloc[0]
+        return float((row["maxx"] - row["minx"]) * (row["maxy"] - row["miny"])
+                     / self.store.tile_size**2)
 
     @property
     def store(self) -> TileStore:
@@ -77,8 +103,18 @@ class TileDataModule(pl.LightningDataModule):
         if len(dataset) == 0:
             raise ValueError(f"{self.root}: the train split is empty")
         count = self.samples_per_epoch or len(dataset)
-        replacement = count > len(dataset)
-        return self._loader("train", RandomSampler(dataset, replacement, num_samples=count))
+        if self.balance is None:
+            sampler = RandomSampler(dataset, count > len(dataset), num_samples=count)
+        else:
+            positive = self.store.tiles.loc[dataset.indices, "positive_fraction"].to_numpy() > 0
+            share = positive.mean()
+            if 0 < share < 1:
+                weights = np.where(positive, self.balance / share,
+                                   (1 - self.balance) / (1 - share))
+            else:
+                weights = np.ones(len(positive))
+            sampler = WeightedRandomSampler(weights.tolist(), count, replacement=True)
+        return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

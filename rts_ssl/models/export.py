@@ -1,4 +1,12 @@
-"""Exported encoders: ``encoder.safetensors`` + ``encoder.yaml``; loading never unpickles."""
+"""Exported models are directories of safetensors weights + a YAML description.
+
+- an encoder: ``encoder.safetensors`` + ``encoder.yaml`` (architecture, bands,
+  normalisation, input/patch size, ssl method, data, W&B run);
+- a fine-tuned model: ``model.safetensors`` + ``model.yaml`` (the same plus the mode, the
+  decision threshold chosen on validation and the metrics it was selected on).
+
+Loading never unpickles: weights come from safetensors only.
+"""
 
 from __future__ import annotations
 
@@ -10,60 +18,80 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rts_ssl.data.sensors import canonical_band
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
 
-FORMAT = "rts_ssl.encoder/1"
+ENCODER, MODEL = "encoder", "model"
+FORMATS = {ENCODER: "rts_ssl.encoder/1", MODEL: "rts_ssl.model/1"}
 
 
-def export_encoder(directory: str | Path, encoder: nn.Module, spec: EncoderSpec,
-                   metadata: dict) -> Path:
-    """Write the encoder directory atomically (temporary sibling, then rename)."""
+def _export(directory: str | Path, kind: str, module: nn.Module, spec: EncoderSpec,
+            metadata: dict) -> Path:
+    """Write ``<kind>.safetensors`` + ``<kind>.yaml`` atomically (temporary dir + rename)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, tmp / "encoder.safetensors")
-    info = {"format": FORMAT, "architecture": spec.to_dict(), **metadata}
-    (tmp / "encoder.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, tmp / f"{kind}.safetensors")
+    info = {"format": FORMATS[kind], "architecture": spec.to_dict(), **metadata}
+    (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
     return directory
 
 
-def read_encoder_info(directory: str | Path) -> dict:
-    """The ``encoder.yaml`` of an exported encoder, checked."""
-    meta = Path(directory) / "encoder.yaml"
+def read_info(directory: str | Path, kind: str = ENCODER) -> dict:
+    """The YAML description of an exported encoder or model, checked."""
+    meta = Path(directory) / f"{kind}.yaml"
     if not meta.is_file():
-        raise InputError(directory, "not an exported encoder (no encoder.yaml)")
+        raise InputError(directory, f"not an exported {kind} (no {kind}.yaml)")
     info = yaml.safe_load(meta.read_text())
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise InputError(meta, f"unknown encoder format {info.get('format') if info else None!r}")
+    if not isinstance(info, dict) or info.get("format") != FORMATS[kind]:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise InputError(meta, f"unknown {kind} format {found!r}")
     return info
+
+
+def read_weights(directory: str | Path, kind: str = ENCODER) -> dict:
+    """The safetensors state dict of an exported encoder or model."""
+    weights = Path(directory) / f"{kind}.safetensors"
+    try:
+        return load_file(weights)
+    except Exception as err:  # safetensors raises several error types
+        raise InputError(weights, f"cannot read weights ({err})") from None
+
+
+def export_encoder(directory: str | Path, encoder: nn.Module, spec: EncoderSpec,
+                   metadata: dict) -> Path:
+    return _export(directory, ENCODER, encoder, spec, metadata)
+
+
+def export_model(directory: str | Path, model: nn.Module, spec: EncoderSpec,
+                 metadata: dict) -> Path:
+    return _export(directory, MODEL, model, spec, metadata)
+
+
+def read_encoder_info(directory: str | Path) -> dict:
+    return read_info(directory, ENCODER)
 
 
 def load_encoder(directory: str | Path) -> tuple[nn.Module, dict]:
     """A ready encoder module (eval mode) and its metadata (bands, normalisation, ...)."""
-    info = read_encoder_info(directory)
+    info = read_info(directory, ENCODER)
     spec = EncoderSpec(**info["architecture"])
     encoder = build_encoder(spec)
-    weights = Path(directory) / "encoder.safetensors"
-    try:
-        state = load_file(weights)
-    except Exception as err:  # safetensors raises several error types
-        raise InputError(weights, f"cannot read weights ({err})") from None
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    missing, unexpected = encoder.load_state_dict(read_weights(directory), strict=False)
     if missing or unexpected:
-        raise InputError(weights, f"weights do not fit {spec.name} (missing {len(missing)}, "
+        raise InputError(Path(directory) / "encoder.safetensors",
+                         f"weights do not fit {spec.name} (missing {len(missing)}, "
                          f"unexpected {len(unexpected)} tensors)")
     return encoder.eval(), info
 
 
 def require_bands(info: dict, bands: list[str], source: str | Path) -> None:
     """Refuse an encoder trained on other bands than the data offers (names, in order)."""
-    from rts_ssl.data.sensors import canonical_band
-
     trained = list(info.get("bands") or [])
     if [canonical_band(b) for b in trained] != [canonical_band(b) for b in bands]:
         raise InputError(source, f"encoder was trained on bands {', '.join(trained)} but the "

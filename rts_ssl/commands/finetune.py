@@ -1,0 +1,92 @@
+"""``python -m rts_ssl finetune pretrained=<encoder|run|wandb:ref|none> data.label_fraction=F``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rts_ssl import tracking
+from rts_ssl.data.datamodule import TileDataModule
+from rts_ssl.data.tiles import write_atomic
+from rts_ssl.models.export import export_model, read_info, read_weights, require_bands
+from rts_ssl.models.finetune import SegmentationTask
+from rts_ssl.models.pretrained import resolve_pretrained
+from rts_ssl.models.segmentation import load_backbone
+from rts_ssl.training import build_trainer
+
+log = logging.getLogger(__name__)
+RESULT = "result.json"
+
+
+def run(cfg: DictConfig) -> None:
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    source = resolve_pretrained(cfg.pretrained, cfg.paths.cache_dir)
+    info = read_info(source) if source else None
+    if info:
+        require_bands(info, data["bands"], source)
+        encoder = dict(info["architecture"])
+        checkpoint = cfg.pretrained_name or f"{info['ssl']}-{encoder['name']}-{info['data']}"
+    else:
+        encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),
+                   "img_size": cfg.input_size}
+        checkpoint = cfg.pretrained_name or f"random-{encoder['name']}"
+    count = data.get("label_count")
+    fraction = None if count else data.get("label_fraction")
+    fields = {"pretrained": checkpoint, "ssl": info["ssl"] if info else "none",
+              "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
+              "seed": cfg.seed, "mode": cfg.mode}
+    datamodule = TileDataModule(
+        data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        patch_size=encoder["img_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
+        balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed})
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    task = SegmentationTask(encoder, mode=cfg.mode, iou_threshold=cfg.iou_threshold,
+                            pixel_area_m2=datamodule.pixel_area_m2, **cfg.head)
+    if source:
+        load_backbone(task.net, read_weights(source), str(source))
+    name = tracking.run_name("finetune", checkpoint, data["name"],
+                             f"n{count}" if count else f"f{fraction}", f"s{cfg.seed}")
+    logger = tracking.make_logger(cfg.logger, run_dir, name, group=f"finetune-{checkpoint}",
+                                  job_type="finetune",
+                                  config={**OmegaConf.to_container(cfg, resolve=True), **fields})
+    try:
+        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/f1", mode="max")
+        trainer.fit(task, datamodule=datamodule)
+        callback = trainer.checkpoint_callback
+        selected = {"val/f1": float(callback.best_model_score or float("nan"))}
+        tested = trainer.test(task, datamodule=datamodule, ckpt_path=callback.best_model_path
+                              or None, verbose=False)[0]
+        if trainer.is_global_zero:
+            _finish(task, datamodule, run_dir, fields, {**selected, **tested}, source, data)
+    finally:
+        tracking.finish()
+
+
+def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source,
+            data) -> None:
+    """Export the model (weights + yaml) and write the result line the curve reads.
+
+    ``metrics``: the validation F1 the checkpoint was selected on, and its test metrics.
+    """
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metadata = {
+        "bands": list(datamodule.bands), "mode": task.hparams.mode,
+        "normalization": datamodule.datasets["train"].stats.to_dict(),
+        "input_size": task.spec.img_size, "threshold": float(task.threshold),
+        "pretrained_from": str(source) if source else None, "data": data["name"],
+        "train_tiles": len(datamodule.datasets["train"]), "metrics": metrics, **fields,
+    }
+    directory = export_model(run_dir / "model", task.net, task.spec, metadata)
+    result = {**fields, "threshold": float(task.threshold), **metrics, "model": str(directory)}
+    write_atomic(run_dir / RESULT, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    log.info("model: %s | threshold %.2f | test IoU %.3f, object F1 %.3f", directory,
+             result["threshold"], metrics.get("test/iou", float("nan")),
+             metrics.get("test/object_f1", float("nan")))

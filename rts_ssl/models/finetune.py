@@ -1,0 +1,106 @@
+"""Few-label slump segmentation: training, threshold choice on validation, test metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
+from rts_ssl.models.encoders import EncoderSpec
+from rts_ssl.models.losses import bce_dice_loss
+from rts_ssl.models.optim import warmup_cosine
+from rts_ssl.models.segmentation import build_segmentation
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+class SegmentationTask(pl.LightningModule):
+    """Segmentation head on an encoder; the decision threshold is chosen on validation.
+
+    The threshold maximising validation pixel F1 is kept in a buffer, so it travels with
+    each checkpoint; test metrics use it and never influence it.
+    """
+
+    def __init__(self, encoder: dict, mode: str = "full", lr: float = 1e-3,
+                 encoder_lr_factor: float = 0.1, weight_decay: float = 1e-4,
+                 warmup_epochs: float = 1, dice_weight: float = 1.0,
+                 iou_threshold: float = 0.3, pixel_area_m2: float = 9.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = EncoderSpec(**encoder)
+        self.net = build_segmentation(self.spec, mode)
+        if mode != "full":
+            self.net.backbone.requires_grad_(False)
+        self.register_buffer("threshold", torch.tensor(0.5))
+        self.test_pixels = pixel_metrics()
+        self.test_objects = ObjectCounts()
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.mode != "full":
+            self.net.backbone.eval()  # frozen means frozen normalisation statistics too
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = bce_dice_loss(logits, batch["mask"], batch["ignore"], self.hparams.dice_weight)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["image"])
+        loss = bce_dice_loss(logits, batch["mask"], batch["ignore"], self.hparams.dice_weight)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        valid = ~batch["ignore"]
+        self._val.append((torch.sigmoid(logits.squeeze(1))[valid].float().cpu(),
+                          batch["mask"][valid].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        prob = torch.cat([p for p, _ in self._val])
+        target = torch.cat([t for _, t in self._val]).bool()
+        self._val = []
+        f1 = [_f1(prob >= t, target) for t in THRESHOLDS]
+        best = int(np.argmax(f1))
+        self.threshold.fill_(float(THRESHOLDS[best]))
+        self.log_dict({"val/f1": f1[best], "val/threshold": float(THRESHOLDS[best])},
+                      prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
+        self.test_pixels.update(predicted, with_ignore(batch["mask"], batch["ignore"]))
+        for pred, ref, ignore in zip(predicted.cpu().numpy(), batch["mask"].cpu().numpy(),
+                                     batch["ignore"].cpu().numpy(), strict=True):
+            self.test_objects.add(pred, ref & ~ignore, ~ignore, self.hparams.pixel_area_m2,
+                                  self.hparams.iou_threshold)
+
+    def on_test_epoch_end(self) -> None:
+        results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
+        results |= {f"test/{k}": v for k, v in self.test_objects.as_dict().items()}
+        self.log_dict(results)
+        self.test_pixels.reset()
+        self.test_objects = ObjectCounts()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [{"params": self.net.decoder_parameters(), "lr": hp.lr}]
+        if hp.mode == "full":
+            groups.append({"params": self.net.backbone.parameters(),
+                           "lr": hp.lr * hp.encoder_lr_factor})
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = total // max(self.trainer.max_epochs or 1, 1)
+        scheduler = warmup_cosine(optimizer, total, int(hp.warmup_epochs * per_epoch))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    tp = (predicted & target).sum().item()
+    fp = (predicted & ~target).sum().item()
+    fn = (~predicted & target).sum().item()
+    return 2 * tp / max(2 * tp + fp + fn, 1)

@@ -1,0 +1,104 @@
+"""Segmentation networks on (pretrained) encoders: U-Net for CNNs, a feature pyramid for ViTs.
+
+Modes: ``linear`` (frozen encoder, 1x1 head on its deepest features), ``frozen`` (frozen
+encoder, trained decoder), ``full`` (everything trained; the encoder at a lower rate).
+"""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rts_ssl.errors import InputError
+from rts_ssl.models.encoders import EncoderSpec, build_encoder
+
+MODES = ("linear", "frozen", "full")
+
+
+class CNNUNet(nn.Module):
+    """smp U-Net around the same timm backbone (``tu-<name>``): our weights load 1:1."""
+
+    def __init__(self, spec: EncoderSpec, linear: bool = False) -> None:
+        super().__init__()
+        self.unet = smp.Unet(encoder_name=f"tu-{spec.timm_name}", encoder_weights=None,
+                             in_channels=spec.in_chans, classes=1)
+        self.linear_head = nn.Conv2d(self.unet.encoder.out_channels[-1], 1, 1) if linear else None
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.unet.encoder.model
+
+    def decoder_parameters(self):
+        if self.linear_head is not None:
+            return list(self.linear_head.parameters())
+        return [*self.unet.decoder.parameters(), *self.unet.segmentation_head.parameters()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear_head is None:
+            return self.unet(x)
+        deepest = self.unet.encoder(x)[-1]
+        return F.interpolate(self.linear_head(deepest), size=x.shape[-2:], mode="bilinear")
+
+
+class ViTPyramid(nn.Module):
+    """Simple feature pyramid (ViTDet-style) from four intermediate ViT blocks."""
+
+    def __init__(self, spec: EncoderSpec, width: int = 64, linear: bool = False) -> None:
+        super().__init__()
+        self.vit = build_encoder(spec)
+        dim = self.vit.embed_dim
+        if linear:
+            self.head = nn.Conv2d(dim, 1, 1)
+            self.scales = None
+            return
+        # token stride s -> strides s/4, s/2, s, 2s
+        self.scales = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(dim, width, 2, 2), nn.GELU(),
+                          nn.ConvTranspose2d(width, width, 2, 2)),
+            nn.ConvTranspose2d(dim, width, 2, 2),
+            nn.Conv2d(dim, width, 1),
+            nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(dim, width, 1)),
+        ])
+        self.head = nn.Sequential(nn.Conv2d(4 * width, width, 3, padding=1),
+                                  nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 1, 1))
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.vit
+
+    def decoder_parameters(self):
+        params = list(self.head.parameters())
+        return params + (list(self.scales.parameters()) if self.scales is not None else [])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.vit.forward_intermediates(x, indices=4, output_fmt="NCHW",
+                                                  intermediates_only=True)
+        if self.scales is None:
+            logits = self.head(features[-1])
+        else:
+            size = features[0].shape[-1] * 4
+            maps = [F.interpolate(scale(f), size=(size, size), mode="bilinear")
+                    for scale, f in zip(self.scales, features, strict=True)]
+            logits = self.head(torch.cat(maps, dim=1))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear")
+
+
+def build_segmentation(spec: EncoderSpec, mode: str) -> nn.Module:
+    """The network for an encoder spec and fine-tuning mode (``linear|frozen|full``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r} ({', '.join(MODES)})")
+    linear = mode == "linear"
+    return ViTPyramid(spec, linear=linear) if spec.is_vit else CNNUNet(spec, linear=linear)
+
+
+def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy exported encoder weights into the network's backbone; every tensor must fit."""
+    own = model.backbone.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise InputError(source, f"encoder weights do not fit the network ({len(missing)} "
+                         f"missing, {len(unexpected)} unexpected tensors)")
+    model.backbone.load_state_dict(state, strict=True)

@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from fakes import prepared_dataset
+from rts_ssl.errors import InputError
+from rts_ssl.models.encoders import EncoderSpec, build_encoder
+from rts_ssl.models.export import export_encoder, read_info, read_weights
+from rts_ssl.models.finetune import SegmentationTask
+from rts_ssl.models.losses import bce_dice_loss
+from rts_ssl.models.pretrained import resolve_pretrained
+from rts_ssl.models.segmentation import build_segmentation, load_backbone
+
+RESNET = EncoderSpec("resnet18", "resnet18", 4, 32)
+VIT = EncoderSpec("vit_tiny", "vit_tiny_patch16_224", 4, 32, 8)
+
+
+@pytest.mark.parametrize("spec", [RESNET, VIT])
+@pytest.mark.parametrize("mode", ["linear", "frozen", "full"])
+def test_heads_give_full_resolution_logits_and_freeze_as_asked(spec, mode):
+    task = SegmentationTask(spec.to_dict(), mode=mode)
+    logits = task(torch.randn(2, 4, 32, 32))
+    assert logits.shape == (2, 1, 32, 32)
+    trainable = {n for n, p in task.net.named_parameters() if p.requires_grad}
+    backbone = {f"{prefix}.{n}" for prefix in ("unet.encoder.model", "vit")
+                for n, _ in task.net.backbone.named_parameters()}
+    assert bool(trainable & backbone) == (mode == "full")
+    assert trainable - backbone  # a head is always trained
+
+
+@pytest.mark.parametrize("spec", [RESNET, VIT])
+def test_pretrained_weights_are_really_loaded(tmp_path, spec):
+    encoder = build_encoder(spec)
+    torch.nn.init.normal_(next(encoder.parameters()))
+    export_encoder(tmp_path / "enc", encoder, spec, {"bands": ["blue"], "ssl": "simclr"})
+    net = build_segmentation(spec, "full")
+    load_backbone(net, read_weights(tmp_path / "enc"), "enc")
+    exported = read_weights(tmp_path / "enc")
+    loaded = net.backbone.state_dict()
+    assert exported.keys() == loaded.keys()
+    assert all(torch.equal(exported[k], loaded[k]) for k in exported)
+    with pytest.raises(InputError, match="do not fit"):
+        load_backbone(build_segmentation(RESNET if spec is VIT else VIT, "full"), exported, "x")
+
+
+def test_loss_ignores_ignored_pixels():
+    logits = torch.full((1, 1, 4, 4), -5.0)
+    target = torch.zeros(1, 4, 4)
+    target[0, 0] = 1
+    ignore = torch.zeros(1, 4, 4, dtype=torch.bool)
+    with_miss = bce_dice_loss(logits, target, ignore)
+    ignore[0, 0] = True
+    assert bce_dice_loss(logits, target, ignore) < 0.1 < with_miss
+
+
+def test_resolve_pretrained(tmp_path):
+    assert resolve_pretrained("none", tmp_path) is None
+    (tmp_path / "run" / "encoder").mkdir(parents=True)
+    (tmp_path / "run" / "encoder" / "encoder.yaml").write_text("format: x\n")
+    assert resolve_pretrained(tmp_path / "run", tmp_path) == tmp_path / "run" / "encoder"
+    with pytest.raises(InputError, match="not an encoder directory"):
+        resolve_pretrained(tmp_path, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    return prepared_dataset(tmp_path_factory.mktemp("fake"))
+
+
+def finetune(fake_data, logs, *extra):
+    from test_pretrain import write_data_config
+
+    cmd = [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
+           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={logs}",
+           "split.test_regions=[east]", "split.val_fraction=0.5", "input_size=32",
+           "batch_size=4", "samples_per_epoch=8", "trainer.max_epochs=2",
+           "logger.mode=disabled", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = sorted((logs / "finetune").glob("*"))[-1]
+    return run, json.loads((run / "result.json").read_text())
+
+
+def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, tmp_path):
+    encoder = build_encoder(RESNET)
+    export_encoder(tmp_path / "enc", encoder, RESNET,
+                   {"bands": ["blue", "green", "red", "nir"], "ssl": "simclr", "data": "fake"})
+    run, result = finetune(fake_data, tmp_path / "logs", f"pretrained={tmp_path / 'enc'}",
+                           "mode=frozen", "data.label_count=1")
+    info = read_info(run / "model", "model")
+    assert info["pretrained"] == "simclr-resnet18-fake" and info["label_count"] == 1
+    assert 0.05 <= info["threshold"] <= 0.95 and info["threshold"] == result["threshold"]
+    assert {"test/iou", "test/object_f1", "val/f1"} <= set(info["metrics"])
+    model = read_weights(run / "model", "model")
+    exported = read_weights(tmp_path / "enc")
+    assert all(torch.equal(model[f"unet.encoder.model.{k}"], v) for k, v in exported.items())
+
+
+def test_cli_refuses_an_encoder_of_other_bands(fake_data, tmp_path):
+    export_encoder(tmp_path / "enc", build_encoder(RESNET), RESNET,
+                   {"bands": ["B4", "B3", "B2", "B8"], "ssl": "mae", "data": "x"})
+    from test_pretrain import write_data_config
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
+         str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
+         f"pretrained={tmp_path / 'enc'}", "logger.mode=disabled"],
+        capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "encoder was trained on bands B4, B3, B2, B8 but the data has blue" in done.stderr
+
+
+def test_cli_random_init_label_fraction(fake_data, tmp_path):
+    _, result = finetune(fake_data, tmp_path / "logs", "data.label_fraction=0.5",
+                         "encoder=vit_tiny")
+    assert result["pretrained"] == "random-vit_tiny" and result["label_fraction"] == 0.5
+    assert yaml.safe_load(json.dumps(result))["seed"] == 0
