@@ -19,6 +19,8 @@ COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
     "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
     "finetune": "segmentation head on a pretrained (or random) encoder with few labels",
+    "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
+    "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
     "quicklook": "render a scene with its slump polygons to PNG",
     "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
 }
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: unknown command {command!r}\n\n{USAGE}")
     if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
         overrides[0] = f"target={overrides[0]}"
+    if command == "compare":  # positional curve directories
+        paths = [a for a in overrides if "=" not in a and not a.startswith("-")]
+        overrides = [a for a in overrides if a not in paths]
+        if paths:
+            overrides.append("curves=[" + ",".join(f"'{p}'" for p in paths) + "]")
     run = importlib.import_module(f"rts_ssl.commands.{command}").run
 
     def task(cfg) -> None:

@@ -24,8 +24,11 @@ RESULT = "result.json"
 
 
 def run(cfg: DictConfig) -> None:
-    pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.skip_done and (run_dir / RESULT).is_file():
+        log.info("already done: %s", run_dir / RESULT)
+        return
+    pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     source = resolve_pretrained(cfg.pretrained, cfg.paths.cache_dir)
     info = read_info(source) if source else None

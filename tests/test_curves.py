@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rts_ssl.evaluation.curves import (
+    aggregate,
+    area_under_curve,
+    collect_results,
+    plot_curves,
+    rank_checkpoints,
+    t95,
+)
+
+
+def results_table() -> pd.DataFrame:
+    rows = []
+    for name, level in (("simclr", 0.5), ("random", 0.3)):
+        for fraction in (0.01, 0.1, 1.0):
+            for seed in range(3):
+                value = level + 0.1 * np.log10(fraction) + 0.01 * (seed - 1)
+                rows.append({"pretrained": name, "label_fraction": fraction, "seed": seed,
+                             "test/iou": value, "test/f1": value, "test/object_f1": value})
+    return pd.DataFrame(rows)
+
+
+def test_mean_and_t_confidence_interval_over_seeds():
+    curve = aggregate(results_table())
+    row = curve[(curve["pretrained"] == "simclr") & (curve["label_fraction"] == 0.1)].iloc[0]
+    assert row["seeds"] == 3 and row["iou_mean"] == pytest.approx(0.4)
+    assert row["iou_std"] == pytest.approx(0.01)
+    assert row["iou_ci95"] == pytest.approx(4.303 * 0.01 / np.sqrt(3))
+    assert t95(1) == 12.706 and t95(100) == 1.96
+
+
+def test_area_under_log_fraction_curve_and_ranking(tmp_path):
+    curve = aggregate(results_table())
+    areas = area_under_curve(curve)
+    # linear in log10 fraction from level-0.2 to level: mean = level - 0.1
+    assert areas["simclr"] == pytest.approx(0.4) and areas["random"] == pytest.approx(0.2)
+    ranked = rank_checkpoints(curve)
+    assert ranked["pretrained"].tolist() == ["simclr", "random"]
+    assert ranked.loc[0, "iou@0.01"] == pytest.approx(0.3)
+    assert plot_curves(curve, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_collect_results(tmp_path):
+    for k, row in results_table().head(4).iterrows():
+        (tmp_path / str(k)).mkdir()
+        (tmp_path / str(k) / "result.json").write_text(json.dumps(row.to_dict()))
+    assert len(collect_results(tmp_path)) == 4
+    with pytest.raises(ValueError, match="no finished"):
+        collect_results(tmp_path / "0" / "nothing")
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    from fakes import prepared_dataset
+
+    return prepared_dataset(tmp_path_factory.mktemp("fake"))
+
+
+def test_cli_curve_resumes_and_compare_ranks(fake_data, tmp_path):
+    from test_pretrain import write_data_config
+
+    cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir",
+           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
+           "pretrained=[none]", "fractions=[0.5,1.0]", "seeds=[0]", "logger.mode=disabled",
+           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
+           "'input_size=32','split.test_regions=[east]','split.val_fraction=0.5']"]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "curve" / "fake"
+    curve = pd.read_csv(out / "curve.csv")
+    assert curve["label_fraction"].tolist() == [0.5, 1.0]
+    assert set(curve["pretrained"]) == {"random-resnet18"} and (out / "curve.png").is_file()
+    results = sorted(out.glob("cells/*/*/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and "already done" in again.stderr + again.stdout
+    assert [p.stat().st_mtime_ns for p in results] == stamps  # finished cells not re-run
+    ranked = subprocess.run([sys.executable, "-m", "rts_ssl", "compare", str(out)],
+                            capture_output=True, text=True)
+    assert ranked.returncode == 0 and "random-resnet18" in ranked.stdout
+    assert "auc_iou" in ranked.stdout
