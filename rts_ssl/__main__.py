@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
         overrides[0] = f"target={overrides[0]}"
     if command == "compare":  # positional curve directories
-        paths = [a for a in overrides if "=" not in a and not a.startswith("-")]
+        paths = [a for a in overrides if a.startswith("wandb:") or ("=" not in a and a[0] != "-")]
         overrides = [a for a in overrides if a not in paths]
         if paths:
             overrides.append("curves=[" + ",".join(f"'{p}'" for p in paths) + "]")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 import wandb
 from pytorch_lightning.loggers import WandbLogger
 
@@ -56,3 +57,20 @@ def finish() -> None:
     """End the active W&B run (called in ``finally`` so failed sweep jobs close too)."""
     if wandb.run is not None:
         wandb.finish()
+
+
+def finetune_results(group_ref: str) -> pd.DataFrame:
+    """Finished fine-tuning runs of a W&B group, ``<entity>/<project>/<group>`` (online).
+
+    One row per run with the fields curves group by and the test metrics.
+    """
+    from rts_ssl.evaluation.curves import METRICS
+
+    path, _, group = group_ref.rpartition("/")
+    runs = wandb.Api().runs(path, filters={"group": group, "jobType": "finetune"})
+    rows = [{**{k: run.config.get(k) for k in ("pretrained", "label_fraction", "seed")},
+             **{k: run.summary.get(k) for k in METRICS}}
+            for run in runs if run.state == "finished"]
+    if not rows:
+        raise ValueError(f"wandb:{group_ref}: no finished fine-tuning runs in that group")
+    return pd.DataFrame(rows)

@@ -86,3 +86,26 @@ def test_cli_curve_resumes_and_compare_ranks(fake_data, tmp_path):
                             capture_output=True, text=True)
     assert ranked.returncode == 0 and "random-resnet18" in ranked.stdout
     assert "auc_iou" in ranked.stdout
+
+
+def test_results_from_a_wandb_group(monkeypatch):
+    import wandb
+
+    from rts_ssl import tracking
+
+    class Run:
+        def __init__(self, row, state="finished"):
+            self.config = {k: row[k] for k in ("pretrained", "label_fraction", "seed")}
+            self.summary = {k: row[k] for k in ("test/iou", "test/f1", "test/object_f1")}
+            self.state = state
+
+    class Api:
+        def runs(self, path, filters):
+            assert path == "me/rts_ssl" and filters == {"group": "g", "jobType": "finetune"}
+            rows = results_table().to_dict("records")
+            return [Run(r) for r in rows] + [Run(rows[0], state="crashed")]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    results = tracking.finetune_results("me/rts_ssl/g")
+    assert len(results) == len(results_table())
+    assert area_under_curve(aggregate(results))["simclr"] == pytest.approx(0.4)
