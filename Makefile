@@ -11,10 +11,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job on the embedded synthetic scenes: prepare tiles, pretrain (short SimCLR), quicklook.
+# The main loop on the embedded synthetic scenes: prepare tiles, pretrain (short SimCLR),
+# fine-tune on 25 % of the labels, test on the held-out region, quicklook.
 demo: $(VENV)/.installed
 	$(PY) -m rts_ssl prepare
 	$(PY) -m rts_ssl pretrain
+	$(PY) -m rts_ssl finetune data.label_fraction=0.25 \
+		pretrained=$$(ls -td outputs/pretrain/*/*/encoder | head -n 1)
 	$(PY) -m rts_ssl quicklook output=outputs/quicklook.png
 
 lint: $(VENV)/.installed
