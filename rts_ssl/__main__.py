@@ -21,6 +21,7 @@ COMMANDS = {
     "finetune": "segmentation head on a pretrained (or random) encoder with few labels",
     "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
     "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
+    "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
     "quicklook": "render a scene with its slump polygons to PNG",
     "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
 }

@@ -83,12 +83,12 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
     metadata = {
         "bands": list(datamodule.bands), "mode": task.hparams.mode,
         "normalization": datamodule.datasets["train"].stats.to_dict(),
-        "input_size": task.spec.img_size, "threshold": float(task.threshold),
+        "input_size": task.spec.img_size, "threshold": round(float(task.threshold), 4),
         "pretrained_from": str(source) if source else None, "data": data["name"],
         "train_tiles": len(datamodule.datasets["train"]), "metrics": metrics, **fields,
     }
     directory = export_model(run_dir / "model", task.net, task.spec, metadata)
-    result = {**fields, "threshold": float(task.threshold), **metrics, "model": str(directory)}
+    result = {**fields, "threshold": metadata["threshold"], **metrics, "model": str(directory)}
     write_atomic(run_dir / RESULT, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     log.info("model: %s | threshold %.2f | test IoU %.3f, object F1 %.3f", directory,
              result["threshold"], metrics.get("test/iou", float("nan")),

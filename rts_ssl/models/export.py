@@ -96,3 +96,17 @@ def require_bands(info: dict, bands: list[str], source: str | Path) -> None:
     if [canonical_band(b) for b in trained] != [canonical_band(b) for b in bands]:
         raise InputError(source, f"encoder was trained on bands {', '.join(trained)} but the "
                          f"data has {', '.join(bands)}")
+
+
+def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
+    """A fine-tuned segmentation network (eval mode) and its ``model.yaml``."""
+    from rts_ssl.models.segmentation import build_segmentation
+
+    info = read_info(directory, MODEL)
+    net = build_segmentation(EncoderSpec(**info["architecture"]), info["mode"])
+    missing, unexpected = net.load_state_dict(read_weights(directory, MODEL), strict=False)
+    if missing or unexpected:
+        raise InputError(Path(directory) / "model.safetensors",
+                         f"weights do not fit the network (missing {len(missing)}, "
+                         f"unexpected {len(unexpected)} tensors)")
+    return net.eval(), info

@@ -1,0 +1,50 @@
+"""``python -m rts_ssl predict checkpoint=<model dir | [a,b,c]> input=<scenes> output=<dir>``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from tqdm import tqdm
+
+from rts_ssl.data.scenes import find_scenes
+from rts_ssl.errors import InputError
+from rts_ssl.inference.predict import Ensemble, outputs_for, predict_scene
+from rts_ssl.inference.sliding import Windowing
+from rts_ssl.models.export import load_model
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    sources = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else [cfg.checkpoint]
+    if not sources or sources == [None]:
+        raise InputError("checkpoint", "name a fine-tuned model directory (holding model.yaml)")
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
+    for model in ensemble.models:
+        model.to(device)
+    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+    scenes = find_scenes(cfg.input)
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    done, skipped, failed, slumps, area = 0, 0, {}, 0, 0.0
+    for path in tqdm(scenes, desc="predict scenes", unit="scene"):
+        if not cfg.overwrite and all(p.exists() for p in outputs_for(path, output).values()):
+            skipped += 1
+            continue
+        try:
+            result = predict_scene(path, ensemble, output, windowing,
+                                   list(cfg.bands) if cfg.bands else None, cfg.min_area_m2,
+                                   device)
+        except InputError as err:
+            log.error("failed %s", err)
+            failed[path.name] = str(err)
+            continue
+        done += 1
+        slumps += result.slumps
+        area += result.area_m2
+    log.info("predicted %d scenes (%d already done, %d failed): %d slumps, %.0f m^2 -> %s",
+             done, skipped, len(failed), slumps, area, output)

@@ -1,0 +1,1 @@
+"""Scene-scale prediction: sliding windows, probability rasters, slump polygons."""

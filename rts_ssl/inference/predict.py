@@ -1,0 +1,165 @@
+"""Predict scenes: probability COG, slump polygons (GeoPackage) and a quicklook per scene."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.shutil
+import shapely
+from rasterio.features import geometry_window, rasterize, shapes
+from rasterio.windows import Window
+from torch import nn
+
+from rts_ssl.data.normalization import BandStats
+from rts_ssl.data.scenes import Scene
+from rts_ssl.data.tiles import write_atomic
+from rts_ssl.errors import InputError
+from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
+from rts_ssl.quicklook import render_quicklook
+
+log = logging.getLogger(__name__)
+SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
+STRIP = 1024  # rows vectorised at once
+
+
+@dataclass
+class Ensemble:
+    """Models that agree on bands; their threshold and normalisation come from the first."""
+
+    models: list[nn.Module]
+    bands: list[str]
+    stats: BandStats
+    threshold: float
+    input_size: int
+    fixed_size: bool  # ViTs only take their training input size
+
+    def window_size(self, requested: int | None) -> int:
+        """The sliding-window size: ViTs need their input size; CNNs default to 256."""
+        if self.fixed_size:
+            if requested not in (None, self.input_size):
+                raise InputError(f"window={requested}", f"ViT models take {self.input_size} px "
+                                 "windows only")
+            return self.input_size
+        return requested or 256
+
+    @classmethod
+    def from_models(cls, loaded: Sequence[tuple[nn.Module, dict]], sources: Sequence) -> Ensemble:
+        infos = [info for _, info in loaded]
+        for info, source in zip(infos[1:], sources[1:], strict=True):
+            if info["bands"] != infos[0]["bands"]:
+                raise InputError(source, f"ensemble models disagree on bands: {info['bands']} "
+                                 f"vs {infos[0]['bands']} ({sources[0]})")
+        threshold = float(np.mean([info["threshold"] for info in infos]))
+        fixed = any(info["architecture"].get("patch_size") for info in infos)
+        return cls([m for m, _ in loaded], list(infos[0]["bands"]),
+                   BandStats.from_dict(infos[0]["normalization"]), threshold,
+                   int(infos[0]["input_size"]), fixed)
+
+
+@dataclass
+class SceneResult:
+    scene: str
+    slumps: int = 0
+    area_m2: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+
+
+def outputs_for(scene: Path, output: Path) -> dict[str, Path]:
+    return {kind: output / f"{scene.stem}_{kind}.{ext}" for kind, ext in
+            (("probability", "tif"), ("slumps", "gpkg"), ("quicklook", "png"))}
+
+
+def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windowing,
+                  band_names: list[str] | None = None, min_area_m2: float = 0.0,
+                  device: str = "cpu") -> SceneResult:
+    """All outputs of one scene, each written under a temporary name and renamed."""
+    targets = outputs_for(path, output)
+    with Scene(path, ensemble.bands, band_names=band_names) as scene:
+        _write_probability(scene, ensemble, windowing, targets["probability"], device)
+        date = scene.acquisition_date()
+    slumps = polygons_from_probability(targets["probability"], ensemble.threshold, min_area_m2)
+    slumps["scene"], slumps["date"] = path.name, date
+    write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
+                                                                layer="slumps"))
+    render_quicklook(path, targets["quicklook"], slumps, band_names=band_names,
+                     title=f"{path.stem}: {len(slumps)} predicted slumps")
+    return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
+                       [str(p) for p in targets.values()])
+
+
+def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, target: Path,
+                       device: str) -> None:
+    """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews."""
+    profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
+                   dtype="uint8", nodata=NODATA, crs=scene.crs, transform=scene.transform,
+                   tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    staging = target.with_name(f".{target.stem}.staging-{os.getpid()}.tif")
+    try:
+        with rasterio.open(staging, "w", **profile) as dst:
+            for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                                   windowing, device):
+                scaled = np.where(np.isnan(rows), NODATA, np.round(np.nan_to_num(rows) * SCALE))
+                dst.write(scaled.astype(np.uint8), 1,
+                          window=Window(0, top, scene.width, len(rows)))
+        write_atomic(target, lambda tmp: rasterio.shutil.copy(
+            staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def polygons_from_probability(raster: Path, threshold: float,
+                              min_area_m2: float = 0.0) -> gpd.GeoDataFrame:
+    """One polygon per 8-connected region with probability >= threshold, with statistics.
+
+    Vectorised in strips (bounded memory); parts cut by strip borders are merged again.
+    """
+    cut = int(np.ceil(threshold * SCALE))
+    parts, borders = [], []
+    with rasterio.open(raster) as src:
+        for top in range(0, src.height, STRIP):
+            window = Window(0, top, src.width, min(STRIP, src.height - top))
+            values = src.read(1, window=window)
+            mask = ((values >= cut) & (values != NODATA)).astype(np.uint8)
+            transform = src.window_transform(window)
+            parts += [shapely.geometry.shape(g) for g, v in
+                      shapes(mask, mask=mask > 0, transform=transform, connectivity=8) if v]
+            if top:
+                borders.append(shapely.LineString([transform * (0, 0),
+                                                   transform * (src.width, 0)]))
+        geoms = _merge_across(parts, borders)
+        rows = [_statistics(src, g) for g in geoms]
+        crs = src.crs
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs,
+                             columns=["geometry", "area_m2", "mean_prob", "max_prob"])
+    area = frame.to_crs(frame.estimate_utm_crs()).area if crs.is_geographic and len(frame) \
+        else frame.area
+    frame["area_m2"] = area.to_numpy() if len(frame) else []
+    return frame[frame["area_m2"] >= min_area_m2].reset_index(drop=True)
+
+
+def _merge_across(parts: list, borders: list) -> list:
+    if not borders or not parts:
+        return parts
+    line = shapely.union_all(borders)
+    touching = [p for p in parts if p.distance(line) == 0]
+    rest = [p for p in parts if p.distance(line) > 0]
+    merged = shapely.union_all(touching) if touching else None
+    return rest + (list(getattr(merged, "geoms", [merged])) if merged is not None else [])
+
+
+def _statistics(src, geometry) -> dict:
+    window = geometry_window(src, [geometry])
+    values = src.read(1, window=window)
+    inside = rasterize([geometry], out_shape=values.shape,
+                       transform=src.window_transform(window)) > 0
+    probs = values[inside & (values != NODATA)] / SCALE
+    return {"geometry": geometry, "area_m2": 0.0,
+            "mean_prob": float(probs.mean()) if probs.size else float("nan"),
+            "max_prob": float(probs.max()) if probs.size else float("nan")}
