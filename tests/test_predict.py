@@ -1,0 +1,123 @@
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from fakes import texture_scene, write_geotiff
+from rts_ssl.data.normalization import BandStats
+from rts_ssl.data.scenes import Scene
+from rts_ssl.inference.sliding import Windowing, predict_probabilities
+from rts_ssl.models.encoders import EncoderSpec
+from rts_ssl.models.export import export_model
+from rts_ssl.models.segmentation import build_segmentation
+
+BANDS = ["blue", "green", "red", "nir"]
+STATS = BandStats(tuple(BANDS), (0,) * 4, (6000,) * 4, (2000,) * 4, (500,) * 4)
+SPEC = EncoderSpec("resnet18", "resnet18", 4, 64)
+
+
+def export(tmp_path, name="model", constant=None, seed=0):
+    torch.manual_seed(seed)
+    net = build_segmentation(SPEC, "full")
+    if constant is not None:  # a model that says "slump" everywhere
+        head = net.unet.segmentation_head[0]
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, constant)
+    meta = {"bands": BANDS, "normalization": STATS.to_dict(), "threshold": 0.5,
+            "input_size": 64, "mode": "full"}
+    return export_model(tmp_path / name, net, SPEC, meta)
+
+
+def scene_with_border(path, size=300, order=(0, 1, 2, 3)):
+    array = texture_scene(4, size, seed=3)
+    array[:, :40, :] = 0  # nodata border on top
+    array[:, :, -25:] = 0  # and on the right
+    return write_geotiff(path, array[list(order)], descriptions=tuple(BANDS[i] for i in order))
+
+
+def predict(model, scene, output, *extra):
+    return subprocess.run([sys.executable, "-m", "rts_ssl", "predict", f"checkpoint={model}",
+                           f"input={scene}", f"output={output}", "window=128", "overlap=32",
+                           *extra], capture_output=True, text=True)
+
+
+def test_sliding_windows_equal_one_big_forward(tmp_path):
+    net = torch.nn.Conv2d(4, 1, 1)  # pointwise: windows must reproduce it exactly
+    path = write_geotiff(tmp_path / "s.tif", texture_scene(4, 150))
+    with Scene(path, BANDS) as scene:
+        parts = list(predict_probabilities(scene, [net], STATS, Windowing(64, 16, 3)))
+        image, _ = scene.read()
+    blended = np.concatenate([rows for _, rows in parts])
+    with torch.no_grad():
+        full = torch.sigmoid(net(STATS.normalize(torch.from_numpy(image)[None])))[0, 0]
+    np.testing.assert_allclose(blended, full.numpy(), atol=1e-5)
+    assert [top for top, _ in parts] == sorted(top for top, _ in parts)
+
+
+def test_constant_model_output_grid_nodata_and_polygons(tmp_path):
+    scene = scene_with_border(tmp_path / "s.tif")
+    model = export(tmp_path, constant=10.0)
+    done = predict(model, scene, tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with rasterio.open(scene) as src, rasterio.open(tmp_path / "out" / "s_probability.tif") as p:
+        assert (p.crs, p.transform, p.shape) == (src.crs, src.transform, src.shape)
+        assert p.dtypes[0] == "uint8" and p.nodata == 255
+        assert p.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        values = p.read(1)
+        nodata = src.read(1) == 0
+    assert (values[nodata] == 255).all() and (values[~nodata] == 254).all()
+    slumps = gpd.read_file(tmp_path / "out" / "s_slumps.gpkg")
+    assert len(slumps) == 1 and slumps.is_valid.all() and slumps.crs.to_epsg() == 32608
+    valid_area = (~nodata).sum() * 9.0
+    assert slumps.loc[0, "area_m2"] == pytest.approx(valid_area)
+    assert slumps.loc[0, "mean_prob"] == pytest.approx(1.0)
+    assert slumps.loc[0, "scene"] == "s.tif"
+    assert (tmp_path / "out" / "s_quicklook.png").stat().st_size > 1000
+
+
+def test_band_order_permutation_gives_identical_output(tmp_path):
+    model = export(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = scene_with_border(tmp_path / "a" / "s.tif")
+    b = scene_with_border(tmp_path / "b" / "s.tif", order=(3, 1, 0, 2))
+    for scene, out in ((a, "oa"), (b, "ob")):
+        assert predict(model, scene, tmp_path / out).returncode == 0
+    with rasterio.open(tmp_path / "oa" / "s_probability.tif") as pa, \
+            rasterio.open(tmp_path / "ob" / "s_probability.tif") as pb:
+        np.testing.assert_array_equal(pa.read(), pb.read())
+
+
+def test_bad_scenes_are_reported_and_skipped_and_runs_resume(tmp_path):
+    model = export(tmp_path)
+    (tmp_path / "in").mkdir()
+    scene_with_border(tmp_path / "in" / "good.tif")
+    write_geotiff(tmp_path / "in" / "three.tif", texture_scene(3, 64),
+                  descriptions=("blue", "green", "red"))
+    (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 truncated")
+    done = predict(model, tmp_path / "in", tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stderr + done.stdout
+    assert "three.tif: band nir not found" in log
+    assert "broken.tif: not a readable GeoTIFF" in log
+    assert "predicted 1 scenes (0 already done, 2 failed)" in log
+    stamp = (tmp_path / "out" / "good_probability.tif").stat().st_mtime_ns
+    scene_with_border(tmp_path / "in" / "second.tif")
+    again = predict(model, tmp_path / "in", tmp_path / "out")
+    assert "predicted 1 scenes (1 already done, 2 failed)" in again.stderr + again.stdout
+    assert (tmp_path / "out" / "good_probability.tif").stat().st_mtime_ns == stamp
+    assert (tmp_path / "out" / "second_slumps.gpkg").is_file()
+
+
+def test_ensemble_models_must_agree_on_bands(tmp_path):
+    first = export(tmp_path, "a")
+    second = export(tmp_path, "b", seed=1)
+    info = (second / "model.yaml").read_text().replace("- nir", "- B11")
+    (second / "model.yaml").write_text(info)
+    scene = scene_with_border(tmp_path / "s.tif")
+    done = predict(f"[{first},{second}]", scene, tmp_path / "out")
+    assert done.returncode == 2 and "ensemble models disagree on bands" in done.stderr
