@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from fakes import ORIGIN, ramp_scene, square_polygons, write_geotiff
@@ -203,3 +204,15 @@ def test_temporal_positive_is_the_same_window_on_another_date(tmp_path):
         assert (tiles.loc[partners, "date"] != tiles.loc[tile, "date"]).all()
     batch = dataset.__getitems__([0, 1])
     assert batch.batched["positive"].shape == batch.batched["image"].shape
+
+
+def test_grid_crops_cover_each_tile_exactly(tmp_path):
+    prepare_dataset(make_data(tmp_path), tmp_path / "out")
+    dataset = TileDataset(tmp_path / "out", indices=[3, 5], patch_size=64, grid=True)
+    assert len(dataset) == 2 * 4  # 128 px tiles, 2 x 2 crops each
+    batch = dataset.__getitems__(list(range(4))).batched
+    image, _ = dataset.store.read(3)
+    whole = torch.from_numpy(image.astype("float32"))
+    top = torch.cat([batch["image"][0], batch["image"][1]], dim=2)
+    expected = dataset.stats.normalize(whole[:, :64, :])
+    torch.testing.assert_close(top, expected)

@@ -12,5 +12,5 @@ done
 simclr=$(ls -d "$out"/pretrain/simclr-vit_tiny-synthetic_planet/*/encoder | tail -1)
 mae=$(ls -d "$out"/pretrain/mae-vit_tiny-synthetic_planet/*/encoder | tail -1)
 run curve "pretrained=[$simclr,$mae,none]" encoder=vit_tiny \
-  "fractions=[0.1,0.25,0.5,1.0]" "seeds=[0,1]" "finetune=['trainer.max_epochs=5']"
+  "fractions=[0.1,0.25,1.0]" "seeds=[0,1]" "finetune=['trainer.max_epochs=4','samples_per_epoch=192']"
 python -m rts_ssl compare "$out/curve/synthetic_planet"

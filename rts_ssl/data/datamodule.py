@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class TileDataModule(pl.LightningDataModule):
     """Train/val/test tiles of one data config (``conf/data/*.yaml``).
 
+    Train draws random crops; val and test cover every tile with a grid of crops.
     ``split`` holds :func:`~rts_ssl.data.splits.assign_splits` arguments (test regions,
     fractions, grouping column, seed). ``labels`` (fine-tuning) keeps labelled tiles only and
     draws the train labels with :func:`~rts_ssl.data.splits.label_subset` (``fraction`` or
@@ -77,9 +78,10 @@ class TileDataModule(pl.LightningDataModule):
                                            self.labels.get("fraction"),
                                            self.labels.get("count"), self.labels.get("seed", 0))
         for name, indices in chosen.items():
+            train = name == "train"
             self.datasets[name] = TileDataset(store, indices.to_numpy(), self.patch_size,
-                                              self.bands,
-                                              self.temporal_positives and name == "train")
+                                              self.bands, self.temporal_positives and train,
+                                              grid=not train)
 
     @property
     def pixel_area_m2(self) -> float:

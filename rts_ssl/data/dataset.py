@@ -11,14 +11,15 @@ from torch.utils.data import Dataset, default_collate
 
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.sensors import band_indexes
-from rts_ssl.data.tiles import TileStore
+from rts_ssl.data.tiles import TileStore, tile_starts
 from rts_ssl.errors import InputError
 
 
 class TileDataset(Dataset):
     """Normalised tiles as ``{"image", "mask", "ignore"}`` tensors.
 
-    ``patch_size`` smaller than the tile gives a random crop per access (random locations);
+    ``patch_size`` smaller than the tile gives a random crop per access (random locations),
+    or with ``grid=True`` (evaluation) every crop of a regular grid covering each tile once;
     ``bands`` selects bands by name from the prepared dataset (default: all of them).
     ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
     location (the tile itself when the location was seen once), for contrastive learning.
@@ -31,6 +32,7 @@ class TileDataset(Dataset):
         patch_size: int | None = None,
         bands: Sequence[str] | None = None,
         temporal_positives: bool = False,
+        grid: bool = False,
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
@@ -49,18 +51,26 @@ class TileDataset(Dataset):
         stats = BandStats.from_dict(self.store.info["normalization"])
         self.stats = stats.select([stats.bands[i] for i in found])
         self.partners = _other_dates(self.store.tiles) if temporal_positives else None
+        self.grid = None
+        if grid:
+            starts = tile_starts(self.store.tile_size, self.patch_size, 0)
+            self.grid = np.array([(r, c) for r in starts for c in starts])
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) * (1 if self.grid is None else len(self.grid))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([i])[0]
 
     def __getitems__(self, positions: list[int]) -> TileBatch:
         """A batch read into one array and normalised at once (DataLoader calls this)."""
-        size = self.patch_size
-        tiles = self.indices[positions]
-        offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
+        size, positions = self.patch_size, np.asarray(positions)
+        if self.grid is None:
+            tiles = self.indices[positions]
+            offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
+        else:
+            tiles = self.indices[positions // len(self.grid)]
+            offsets = self.grid[positions % len(self.grid)]
         image, masks = self._read(tiles, offsets)
         batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool()}
         if self.partners is not None:
