@@ -22,6 +22,7 @@ COMMANDS = {
     "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
     "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
     "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
+    "evaluate": "pixel and object metrics of predictions vs reference masks or polygons",
     "quicklook": "render a scene with its slump polygons to PNG",
     "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
 }

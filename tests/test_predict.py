@@ -121,3 +121,34 @@ def test_ensemble_models_must_agree_on_bands(tmp_path):
     scene = scene_with_border(tmp_path / "s.tif")
     done = predict(f"[{first},{second}]", scene, tmp_path / "out")
     assert done.returncode == 2 and "ensemble models disagree on bands" in done.stderr
+
+
+def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
+    import json
+
+    from fakes import ORIGIN, square_polygons
+
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "masks").mkdir()
+    scene = scene_with_border(tmp_path / "scenes" / "s.tif")
+    truth = np.zeros((1, 300, 300), np.uint8)
+    truth[0, 100:160, 50:110] = 1  # one 60 x 60 px slump (180 m on a side)
+    write_geotiff(tmp_path / "masks" / "s_mask.tif", truth, nodata=None, descriptions=None)
+    model = export(tmp_path, constant=10.0)  # predicts slump everywhere valid
+    for mask in (tmp_path / "masks",
+                 square_polygons(tmp_path / "truth.gpkg",
+                                 [(ORIGIN[0] + 150, ORIGIN[1] - 480, 180)])):
+        done = subprocess.run(
+            [sys.executable, "-m", "rts_ssl", "evaluate", f"checkpoint={model}",
+             f"input={tmp_path / 'scenes'}", f"mask={mask}", "window=128", "overlap=32",
+             f"output={tmp_path / 'metrics.json'}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads((tmp_path / "metrics.json").read_text())
+        pooled = result["pooled"]
+        valid = (300 - 40) * (300 - 25)
+        assert pooled["recall"] == pytest.approx(1.0)
+        assert pooled["precision"] == pytest.approx(3600 / valid, rel=1e-3)
+        # one huge predicted object overlaps the slump with IoU << 0.3: a miss and a FP
+        assert pooled["object_recall"] == 0.0 and pooled["object_precision"] == 0.0
+        assert result["scenes"]["s.tif"]["iou"] == pytest.approx(pooled["iou"])
+        assert "POOLED" in done.stdout

@@ -11,21 +11,16 @@ from tqdm import tqdm
 
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.errors import InputError
-from rts_ssl.inference.predict import Ensemble, outputs_for, predict_scene
+from rts_ssl.inference.predict import load_ensemble, outputs_for, predict_scene
 from rts_ssl.inference.sliding import Windowing
-from rts_ssl.models.export import load_model
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    sources = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else [cfg.checkpoint]
-    if not sources or sources == [None]:
-        raise InputError("checkpoint", "name a fine-tuned model directory (holding model.yaml)")
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
-    for model in ensemble.models:
-        model.to(device)
+    checkpoint = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else cfg.checkpoint
+    ensemble = load_ensemble(checkpoint, device)
     windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
     scenes = find_scenes(cfg.input)
     output = Path(cfg.output)

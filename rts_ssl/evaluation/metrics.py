@@ -83,11 +83,22 @@ class ObjectCounts:
         """Count one mask pair; predictions outside valid ground are not objects."""
         pred = mask_objects(predicted.astype(bool) & valid.astype(bool))
         ref = mask_objects(reference.astype(bool))
-        matched = len(match_objects(pred, ref, iou_threshold))
+        self.add_objects(pred, ref, float(valid.sum()) * pixel_area_m2 / 1e6, iou_threshold)
+
+    def add_objects(self, predicted: list, reference: list, area_km2: float,
+                    iou_threshold: float = 0.3) -> None:
+        """Count polygons already extracted (any coordinates, the same for both)."""
+        matched = len(match_objects(predicted, reference, iou_threshold))
         self.true_positives += matched
-        self.false_positives += len(pred) - matched
-        self.false_negatives += len(ref) - matched
-        self.area_km2 += float(valid.sum()) * pixel_area_m2 / 1e6
+        self.false_positives += len(predicted) - matched
+        self.false_negatives += len(reference) - matched
+        self.area_km2 += area_km2
+
+    def merge(self, other: ObjectCounts) -> None:
+        self.true_positives += other.true_positives
+        self.false_positives += other.false_positives
+        self.false_negatives += other.false_negatives
+        self.area_km2 += other.area_km2
 
     @property
     def precision(self) -> float:

@@ -22,6 +22,7 @@ from rts_ssl.data.scenes import Scene
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
 from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
+from rts_ssl.models.export import load_model
 from rts_ssl.quicklook import render_quicklook
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,17 @@ class Ensemble:
         return cls([m for m, _ in loaded], list(infos[0]["bands"]),
                    BandStats.from_dict(infos[0]["normalization"]), threshold,
                    int(infos[0]["input_size"]), fixed)
+
+
+def load_ensemble(checkpoint, device: str) -> Ensemble:
+    """One model directory or a list of them (an ensemble), on ``device``."""
+    sources = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint or [])
+    if not sources or sources == [None]:
+        raise InputError("checkpoint", "name a fine-tuned model directory (holding model.yaml)")
+    ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
+    for model in ensemble.models:
+        model.to(device)
+    return ensemble
 
 
 @dataclass
@@ -133,7 +145,7 @@ def polygons_from_probability(raster: Path, threshold: float,
             if top:
                 borders.append(shapely.LineString([transform * (0, 0),
                                                    transform * (src.width, 0)]))
-        geoms = _merge_across(parts, borders)
+        geoms = merge_across_borders(parts, borders)
         rows = [_statistics(src, g) for g in geoms]
         crs = src.crs
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs,
@@ -144,7 +156,8 @@ def polygons_from_probability(raster: Path, threshold: float,
     return frame[frame["area_m2"] >= min_area_m2].reset_index(drop=True)
 
 
-def _merge_across(parts: list, borders: list) -> list:
+def merge_across_borders(parts: list, borders: list) -> list:
+    """Polygons vectorised strip by strip, with the pieces cut by strip borders re-joined."""
     if not borders or not parts:
         return parts
     line = shapely.union_all(borders)

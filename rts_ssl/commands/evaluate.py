@@ -1,0 +1,48 @@
+"""``python -m rts_ssl evaluate checkpoint=<model> input=<scenes> mask=<masks | polygons>``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from tqdm import tqdm
+
+from rts_ssl.data.scenes import find_scenes
+from rts_ssl.data.tiles import write_atomic
+from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
+from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes
+from rts_ssl.inference.predict import load_ensemble
+from rts_ssl.inference.sliding import Windowing
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoint = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else cfg.checkpoint
+    ensemble = load_ensemble(checkpoint, device)
+    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+    mask = Path(cfg.mask)
+    pairs = pair_scenes(find_scenes(cfg.input), mask)
+    labels = load_labels(mask)
+    pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
+    for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
+        pixels, objects = evaluate_scene(scene, reference, ensemble, windowing, labels,
+                                         cfg.iou_threshold, cfg.bands, pooled_pixels)
+        pooled_objects.merge(objects)
+        per_scene[scene.name] = _summary(pixels, objects)
+    result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,
+              "threshold": ensemble.threshold, "iou_threshold": cfg.iou_threshold}
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    for name, metrics in [*per_scene.items(), ("POOLED", result["pooled"])]:
+        print(f"{name:<40} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    log.info("evaluation of %d scenes -> %s", len(pairs), output)
+
+
+def _summary(pixels, objects: ObjectCounts) -> dict[str, float]:
+    return {**{k: float(v) for k, v in pixels.compute().items()}, **objects.as_dict()}

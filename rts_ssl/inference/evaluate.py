@@ -1,0 +1,110 @@
+"""Scene-level evaluation: a model's prediction against a reference mask or polygons.
+
+Streams the scene strip by strip (the prediction path of ``predict``), accumulating pixel
+statistics (torchmetrics) and polygons of predicted and reference slumps, which are matched
+one to one at the end (the object metrics of fine-tuning).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+from rasterio.features import rasterize, shapes
+from rasterio.windows import Window
+
+from rts_ssl.data.labels import LabelIndex, read_polygons
+from rts_ssl.data.scenes import Scene
+from rts_ssl.errors import InputError
+from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
+from rts_ssl.inference.predict import Ensemble, merge_across_borders
+from rts_ssl.inference.sliding import Windowing, predict_probabilities
+
+
+class Reference:
+    """Reference slumps of one scene, read strip by strip: a mask raster or polygons."""
+
+    def __init__(self, source: Path, scene: Scene, labels: LabelIndex | None) -> None:
+        self.source, self.scene = source, scene
+        self.polygons = None
+        if labels is not None:
+            self.polygons, _ = labels.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
+            return
+        with rasterio.open(source) as src:
+            if (src.width, src.height, src.transform) != (scene.width, scene.height,
+                                                          scene.transform):
+                raise InputError(source, f"mask grid differs from {scene.path.name}")
+
+    def strip(self, top: int, height: int) -> np.ndarray:
+        window = Window(0, top, self.scene.width, height)
+        if self.polygons is not None:
+            transform = rasterio.windows.transform(window, self.scene.transform)
+            geoms = list(self.polygons.geometry)
+            if not geoms:
+                return np.zeros((height, self.scene.width), bool)
+            return rasterize(geoms, (height, self.scene.width), transform=transform) > 0
+        with rasterio.open(self.source) as src:
+            return src.read(1, window=window) > 0
+
+
+def evaluate_scene(scene_path: Path, reference: Path, ensemble: Ensemble, windowing: Windowing,
+                   labels: LabelIndex | None = None, iou_threshold: float = 0.3,
+                   band_names: list[str] | None = None, pooled=None):
+    """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too."""
+    pixels, objects = pixel_metrics(), ObjectCounts()
+    predicted, expected, borders = [], [], []
+    with Scene(scene_path, ensemble.bands, band_names=band_names) as scene:
+        ref = Reference(reference, scene, labels)
+        pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
+        area = 0.0
+        for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                               windowing):
+            valid = ~np.isnan(prob)
+            pred = np.nan_to_num(prob) >= ensemble.threshold
+            truth = ref.strip(top, len(prob))
+            args = (torch.from_numpy(pred & valid).long(),
+                    with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
+            for metrics in (pixels, pooled) if pooled is not None else (pixels,):
+                metrics.update(*args)
+            transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
+                                                   scene.transform)
+            predicted += _polygons(pred & valid, transform)
+            expected += _polygons(truth & valid, transform)
+            if top:
+                borders.append(shapely.LineString([transform * (0, 0),
+                                                   transform * (scene.width, 0)]))
+            area += valid.sum() * pixel_km2
+    objects.add_objects(merge_across_borders(predicted, borders),
+                        merge_across_borders(expected, borders), area, iou_threshold)
+    return pixels, objects
+
+
+def _polygons(mask: np.ndarray, transform) -> list:
+    mask = mask.astype(np.uint8)
+    return [shapely.geometry.shape(g) for g, v in
+            shapes(mask, mask=mask > 0, transform=transform, connectivity=8) if v]
+
+
+def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:
+    """(scene, reference) pairs: one vector file for all, or masks named after the scenes."""
+    if mask.is_file():
+        return [(scene, mask) for scene in scenes]
+    candidates = sorted(p for p in mask.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+    pairs = []
+    for scene in scenes:
+        match = [c for c in candidates if c.stem.startswith(scene.stem)]
+        if not match:
+            raise InputError(scene, f"no reference mask named like it under {mask}")
+        pairs.append((scene, match[0]))
+    return pairs
+
+
+def load_labels(mask: Path) -> LabelIndex | None:
+    """Polygons when the reference is a vector file, else None (raster masks)."""
+    if mask.is_file() and mask.suffix.lower() not in (".tif", ".tiff"):
+        return LabelIndex(read_polygons(mask))
+    return None
+
