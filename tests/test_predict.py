@@ -130,7 +130,7 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
 
     (tmp_path / "scenes").mkdir()
     (tmp_path / "masks").mkdir()
-    scene = scene_with_border(tmp_path / "scenes" / "s.tif")
+    scene_with_border(tmp_path / "scenes" / "s.tif")
     truth = np.zeros((1, 300, 300), np.uint8)
     truth[0, 100:160, 50:110] = 1  # one 60 x 60 px slump (180 m on a side)
     write_geotiff(tmp_path / "masks" / "s_mask.tif", truth, nodata=None, descriptions=None)
@@ -152,3 +152,25 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
         assert pooled["object_recall"] == 0.0 and pooled["object_precision"] == 0.0
         assert result["scenes"]["s.tif"]["iou"] == pytest.approx(pooled["iou"])
         assert "POOLED" in done.stdout
+
+
+def test_exclusion_polygons_and_raster_remove_predictions(tmp_path):
+    import shapely
+
+    from fakes import ORIGIN
+
+    scene = scene_with_border(tmp_path / "s.tif")
+    model = export(tmp_path, constant=10.0)
+    # exclude the left half: as polygons in another CRS, and as a mask raster
+    left = shapely.box(ORIGIN[0], ORIGIN[1] - 900, ORIGIN[0] + 450, ORIGIN[1])
+    gpd.GeoDataFrame(geometry=[left], crs="EPSG:32608").to_crs("EPSG:4326").to_file(
+        tmp_path / "water4326.gpkg")
+    mask = np.zeros((1, 300, 300), np.uint8)
+    mask[0, :, :150] = 1
+    raster = write_geotiff(tmp_path / "water.tif", mask, nodata=None, descriptions=None)
+    for n, exclude in enumerate((tmp_path / "water4326.gpkg", raster)):
+        done = predict(model, scene, tmp_path / f"out{n}", f"exclude={exclude}")
+        assert done.returncode == 0, done.stderr[-2000:]
+        with rasterio.open(tmp_path / f"out{n}" / "s_probability.tif") as src:
+            values = src.read(1)
+        assert (values[40:, :149] == 0).all() and (values[40:, 151:275] == 254).all()

@@ -21,6 +21,7 @@ from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
+from rts_ssl.inference.exclusion import Exclusion
 from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
 from rts_ssl.models.export import load_model
 from rts_ssl.quicklook import render_quicklook
@@ -90,11 +91,16 @@ def outputs_for(scene: Path, output: Path) -> dict[str, Path]:
 
 def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windowing,
                   band_names: list[str] | None = None, min_area_m2: float = 0.0,
-                  device: str = "cpu") -> SceneResult:
-    """All outputs of one scene, each written under a temporary name and renamed."""
+                  device: str = "cpu", exclude: str | Path | None = None) -> SceneResult:
+    """All outputs of one scene, each written under a temporary name and renamed.
+
+    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it.
+    """
     targets = outputs_for(path, output)
     with Scene(path, ensemble.bands, band_names=band_names) as scene:
-        _write_probability(scene, ensemble, windowing, targets["probability"], device)
+        exclusion = Exclusion(exclude, scene) if exclude else None
+        _write_probability(scene, ensemble, windowing, targets["probability"], device,
+                           exclusion)
         date = scene.acquisition_date()
     slumps = polygons_from_probability(targets["probability"], ensemble.threshold, min_area_m2)
     slumps["scene"], slumps["date"] = path.name, date
@@ -107,7 +113,7 @@ def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windo
 
 
 def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, target: Path,
-                       device: str) -> None:
+                       device: str, exclusion: Exclusion | None) -> None:
     """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews."""
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
                    dtype="uint8", nodata=NODATA, crs=scene.crs, transform=scene.transform,
@@ -117,6 +123,8 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
         with rasterio.open(staging, "w", **profile) as dst:
             for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
                                                    windowing, device):
+                if exclusion is not None:
+                    rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
                 scaled = np.where(np.isnan(rows), NODATA, np.round(np.nan_to_num(rows) * SCALE))
                 dst.write(scaled.astype(np.uint8), 1,
                           window=Window(0, top, scene.width, len(rows)))
