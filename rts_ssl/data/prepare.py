@@ -287,7 +287,7 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
 
 
 def _settings(data: Mapping) -> dict:
-    keys = ("sensor", "bands", "band_names", "labels", "labels_layer", "footprints",
+    keys = ("scenes", "sensor", "bands", "band_names", "labels", "labels_layer", "footprints",
             "footprints_layer", "id_column", "pattern", "region", "tiles")
     return json.loads(json.dumps({k: data.get(k) for k in keys}, default=str))
 
