@@ -13,8 +13,11 @@ def run(cfg: DictConfig) -> None:
         _data(cfg.data_loading, workdir)
     elif cfg.target == "pretrain":
         _pretrain(cfg, workdir)
+    elif cfg.target == "predict":
+        _predict(cfg.prediction, workdir / "predict")
     else:
-        raise InputError(f"bench {cfg.target}", "unknown benchmark (available: data, pretrain)")
+        raise InputError(f"bench {cfg.target}",
+                         "unknown benchmark (available: data, pretrain, predict)")
 
 
 def _data(cfg: DictConfig, workdir: Path) -> None:
@@ -49,3 +52,18 @@ def _pretrain(cfg: DictConfig, workdir: Path) -> None:
     print(f"vit_small MAE: {figures['mae_vit_small']:.1f} images/s, SimCLR: "
           f"{figures['simclr_vit_small']:.1f} images/s")
     print(f"MAE / SimCLR: {figures['mae_speedup']:.2f}")
+
+
+def _predict(cfg: DictConfig, workdir: Path) -> None:
+    from rts_ssl.benchmarks import prediction
+
+    figures = prediction.run(workdir, sizes=tuple(cfg.sizes), encoder=cfg.encoder,
+                             window=cfg.window, overlap=cfg.overlap, batch=cfg.batch)
+    speed = figures["speed"]
+    print(f"model: U-Net on {cfg.encoder}; window {cfg.window} px, overlap {cfg.overlap} px, "
+          f"batch {cfg.batch}; {speed['windows']} windows on the {min(cfg.sizes)} px scene")
+    print(f"predict end to end: {speed['end_to_end'] / 1e6:.2f} Mpx/s (window pixels)")
+    print(f"bare forward on the same windows in memory: {speed['bare'] / 1e6:.2f} Mpx/s")
+    print(f"end-to-end / bare: {speed['ratio']:.2f}")
+    for size, mb in figures["memory_mb"].items():
+        print(f"peak RSS of predict on {size} x {size} px: {mb:.0f} MB")

@@ -97,6 +97,7 @@ def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windo
     ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it.
     """
     targets = outputs_for(path, output)
+    output.mkdir(parents=True, exist_ok=True)
     with Scene(path, ensemble.bands, band_names=band_names) as scene:
         exclusion = Exclusion(exclude, scene) if exclude else None
         _write_probability(scene, ensemble, windowing, targets["probability"], device,
