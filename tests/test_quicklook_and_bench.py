@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from matplotlib.image import imread
 
 from fakes import ORIGIN, ramp_scene, write_geotiff
@@ -29,3 +30,16 @@ def test_bench_data_runs_end_to_end_on_a_small_scene(tmp_path):
     assert figures["ours"] > 0 and figures["torchgeo"] > 0
     assert np.isclose(figures["ratio"], figures["ours"] / figures["torchgeo"])
     assert (tmp_path / "prepared_600" / "dataset.yaml").is_file()
+
+
+def test_bench_predict_runs_on_small_scenes(tmp_path):
+    from rts_ssl.benchmarks import prediction
+    from rts_ssl.inference.sliding import Windowing, window_starts
+
+    figures = prediction.run(tmp_path, sizes=(300, 600), encoder="resnet18", window=128,
+                             overlap=32, batch=4)
+    speed = figures["speed"]
+    assert speed["windows"] == len(window_starts(300, Windowing(128, 32))) ** 2
+    assert speed["ratio"] == pytest.approx(speed["end_to_end"] / speed["bare"])
+    assert set(figures["memory_mb"]) == {300, 600}
+    assert all(100 < mb < 4000 for mb in figures["memory_mb"].values())
