@@ -22,7 +22,7 @@ def test_quicklook_draws_polygons_in_red(tmp_path):
     image = imread(out)[..., :3]
     red = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
     assert red.sum() > 50  # the outline is drawn
-    assert not list(tmp_path.glob(".q.png*"))
+    assert not list(tmp_path.glob(".q.tmp*"))
 
 
 def test_bench_data_runs_end_to_end_on_a_small_scene(tmp_path):

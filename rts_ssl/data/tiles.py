@@ -94,7 +94,7 @@ def shard_is_complete(root: Path, key: str) -> bool:
 
 def write_atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix
     try:
         write(tmp)
         os.replace(tmp, path)
