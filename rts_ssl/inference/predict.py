@@ -29,6 +29,7 @@ from rts_ssl.quicklook import render_quicklook
 log = logging.getLogger(__name__)
 SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 STRIP = 1024  # rows vectorised at once
+GDAL_CACHE_MB = 256  # GDAL keeps written blocks in its cache (default 5 % of RAM): bound it
 
 
 @dataclass
@@ -121,16 +122,18 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     staging = target.with_name(f".{target.stem}.staging-{os.getpid()}.tif")
     try:
-        with rasterio.open(staging, "w", **profile) as dst:
-            for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                                   windowing, device):
-                if exclusion is not None:
-                    rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
-                scaled = np.where(np.isnan(rows), NODATA, np.round(np.nan_to_num(rows) * SCALE))
-                dst.write(scaled.astype(np.uint8), 1,
-                          window=Window(0, top, scene.width, len(rows)))
-        write_atomic(target, lambda tmp: rasterio.shutil.copy(
-            staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            with rasterio.open(staging, "w", **profile) as dst:
+                for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                                       windowing, device):
+                    if exclusion is not None:
+                        rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
+                    scaled = np.where(np.isnan(rows), NODATA,
+                                      np.round(np.nan_to_num(rows) * SCALE))
+                    dst.write(scaled.astype(np.uint8), 1,
+                              window=Window(0, top, scene.width, len(rows)))
+            write_atomic(target, lambda tmp: rasterio.shutil.copy(
+                staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
     finally:
         staging.unlink(missing_ok=True)
 
