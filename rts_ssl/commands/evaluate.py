@@ -6,32 +6,27 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
 from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes
-from rts_ssl.inference.predict import load_ensemble
-from rts_ssl.inference.sliding import Windowing
+from rts_ssl.inference.predict import prediction_setup
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else cfg.checkpoint
-    ensemble = load_ensemble(checkpoint, device)
-    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+    ensemble, windowing, device = prediction_setup(cfg)
     mask = Path(cfg.mask)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
     labels = load_labels(mask)
     pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
     for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
         pixels, objects = evaluate_scene(scene, reference, ensemble, windowing, labels,
-                                         cfg.iou_threshold, cfg.bands, pooled_pixels)
+                                         cfg.iou_threshold, cfg.bands, pooled_pixels, device)
         pooled_objects.merge(objects)
         per_scene[scene.name] = _summary(pixels, objects)
     result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,

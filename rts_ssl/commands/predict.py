@@ -5,23 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.errors import InputError
-from rts_ssl.inference.predict import load_ensemble, outputs_for, predict_scene
-from rts_ssl.inference.sliding import Windowing
+from rts_ssl.inference.predict import outputs_for, predict_scene, prediction_setup
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else cfg.checkpoint
-    ensemble = load_ensemble(checkpoint, device)
-    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+    ensemble, windowing, device = prediction_setup(cfg)
     scenes = find_scenes(cfg.input)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)

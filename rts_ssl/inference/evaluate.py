@@ -52,7 +52,7 @@ class Reference:
 
 def evaluate_scene(scene_path: Path, reference: Path, ensemble: Ensemble, windowing: Windowing,
                    labels: LabelIndex | None = None, iou_threshold: float = 0.3,
-                   band_names: list[str] | None = None, pooled=None):
+                   band_names: list[str] | None = None, pooled=None, device: str = "cpu"):
     """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too."""
     pixels, objects = pixel_metrics(), ObjectCounts()
     predicted, expected, borders = [], [], []
@@ -61,7 +61,7 @@ def evaluate_scene(scene_path: Path, reference: Path, ensemble: Ensemble, window
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0
         for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                               windowing):
+                                               windowing, device):
             valid = ~np.isnan(prob)
             pred = np.nan_to_num(prob) >= ensemble.threshold
             truth = ref.strip(top, len(prob))

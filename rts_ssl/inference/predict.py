@@ -13,6 +13,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
+import torch
 from rasterio.features import geometry_window, rasterize, shapes
 from rasterio.windows import Window
 from torch import nn
@@ -75,6 +76,18 @@ def load_ensemble(checkpoint, device: str) -> Ensemble:
     for model in ensemble.models:
         model.to(device)
     return ensemble
+
+
+def prediction_setup(cfg) -> tuple[Ensemble, Windowing, str]:
+    """Ensemble, windowing and device from a predict/evaluate config (``checkpoint``,
+    ``device``, ``window``, ``overlap``, ``batch_size``)."""
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoint = cfg.checkpoint
+    if not isinstance(checkpoint, str | Path | None):
+        checkpoint = list(checkpoint)
+    ensemble = load_ensemble(checkpoint, device)
+    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+    return ensemble, windowing, device
 
 
 @dataclass
