@@ -37,7 +37,7 @@ def test_bench_predict_runs_on_small_scenes(tmp_path):
     from rts_ssl.inference.sliding import Windowing, window_starts
 
     figures = prediction.run(tmp_path, sizes=(300, 600), encoder="resnet18", window=128,
-                             overlap=32, batch=4)
+                             overlap=32, batch=4, rounds=1)
     speed = figures["speed"]
     assert speed["windows"] == len(window_starts(300, Windowing(128, 32))) ** 2
     assert speed["ratio"] == pytest.approx(speed["end_to_end"] / speed["bare"])

@@ -41,27 +41,42 @@ def bench_model(workdir: Path, encoder: str) -> Path:
                          "input_size": 64, "mode": "full"})
 
 
-def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing) -> dict[str, float]:
-    """Window-pixels/s of predict end to end and of the bare forward, same process."""
-    torch.set_num_threads(torch.get_num_threads())
+def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing,
+          rounds: int = 3) -> dict[str, float]:
+    """Window-pixels/s of predict end to end and of the bare forward, same process.
+
+    After one untimed warm-up batch, the two are timed alternately ``rounds`` times and the
+    medians compared, so a burst of load on a shared machine does not decide the ratio.
+    """
     ensemble = load_ensemble(str(model), "cpu")
-    start = time.perf_counter()
-    predict_scene(scene, ensemble, workdir / "speed", windowing)
-    end_to_end = time.perf_counter() - start
     with Scene(scene, ensemble.bands) as src:
         rows, cols = window_starts(src.height, windowing), window_starts(src.width, windowing)
-        windows = [read_padded(src, r, c, windowing.size) for r in rows for c in cols]
-    start = time.perf_counter()
-    with torch.no_grad():
-        for k in range(0, len(windows), windowing.batch):
-            part = windows[k:k + windowing.batch]
-            images = torch.from_numpy(np.stack([w for w, _ in part]))
-            nodata = torch.from_numpy(np.stack([m for _, m in part]))
+        size = windowing.size
+        windows = [read_padded(src, r, c, size, size) for r in rows for c in cols]
+    batches = [(torch.from_numpy(np.stack([w for w, _ in windows[k:k + windowing.batch]])),
+                torch.from_numpy(np.stack([m for _, m in windows[k:k + windowing.batch]])))
+               for k in range(0, len(windows), windowing.batch)]
+
+    @torch.no_grad()
+    def bare(batches) -> None:
+        for images, nodata in batches:
             torch.sigmoid(ensemble.models[0](ensemble.stats.normalize(images, nodata)))
-    bare = time.perf_counter() - start
+
+    bare(batches[:1])
+    times = {"end_to_end": [], "bare": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        predict_scene(scene, ensemble, workdir / "speed", windowing)
+        times["end_to_end"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bare(batches)
+        times["bare"].append(time.perf_counter() - start)
     pixels = len(windows) * windowing.size**2
-    return {"windows": len(windows), "end_to_end": pixels / end_to_end,
-            "bare": pixels / bare, "ratio": bare / end_to_end}
+    rates = {name: [pixels / t for t in values] for name, values in times.items()}
+    end_to_end, bare_rate = (float(np.median(rates[name])) for name in ("end_to_end", "bare"))
+    return {"windows": len(windows), "end_to_end": end_to_end, "bare": bare_rate,
+            "ratio": end_to_end / bare_rate, "end_to_end_rounds": rates["end_to_end"],
+            "bare_rounds": rates["bare"]}
 
 
 def peak_memory_mb(model: Path, scene: Path, output: Path, windowing: Windowing) -> float:
@@ -78,12 +93,12 @@ def peak_memory_mb(model: Path, scene: Path, output: Path, windowing: Windowing)
 
 
 def run(workdir: Path, sizes=(5000, 20000), encoder: str = "mobilenetv3_small_050",
-        window: int = 256, overlap: int = 64, batch: int = 8) -> dict:
+        window: int = 256, overlap: int = 64, batch: int = 8, rounds: int = 3) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     model = bench_model(workdir, encoder)
     windowing = Windowing(window, overlap, batch)
     scenes = {size: write_bench_scene(workdir / f"bench_{size}.tif", size) for size in sizes}
-    figures = {"speed": speed(model, scenes[min(sizes)], workdir, windowing)}
+    figures = {"speed": speed(model, scenes[min(sizes)], workdir, windowing, rounds)}
     figures["memory_mb"] = {size: peak_memory_mb(model, scene, workdir / f"memory_{size}",
                                                  windowing) for size, scene in scenes.items()}
     return figures

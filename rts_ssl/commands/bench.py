@@ -1,4 +1,4 @@
-"""``python -m rts_ssl bench <data|pretrain>``: benchmarks printing figures and ratios."""
+"""``python -m rts_ssl bench <data|pretrain|predict>``: benchmarks printing figures and ratios."""
 
 from pathlib import Path
 
@@ -58,12 +58,16 @@ def _predict(cfg: DictConfig, workdir: Path) -> None:
     from rts_ssl.benchmarks import prediction
 
     figures = prediction.run(workdir, sizes=tuple(cfg.sizes), encoder=cfg.encoder,
-                             window=cfg.window, overlap=cfg.overlap, batch=cfg.batch)
+                             window=cfg.window, overlap=cfg.overlap, batch=cfg.batch,
+                             rounds=cfg.rounds)
     speed = figures["speed"]
     print(f"model: U-Net on {cfg.encoder}; window {cfg.window} px, overlap {cfg.overlap} px, "
           f"batch {cfg.batch}; {speed['windows']} windows on the {min(cfg.sizes)} px scene")
-    print(f"predict end to end: {speed['end_to_end'] / 1e6:.2f} Mpx/s (window pixels)")
-    print(f"bare forward on the same windows in memory: {speed['bare'] / 1e6:.2f} Mpx/s")
+    rounds = lambda rates: ", ".join(f"{r / 1e6:.2f}" for r in rates)  # noqa: E731
+    print(f"predict end to end: median {speed['end_to_end'] / 1e6:.2f} Mpx/s (window pixels; "
+          f"rounds: {rounds(speed['end_to_end_rounds'])})")
+    print(f"bare forward on the same windows in memory: median {speed['bare'] / 1e6:.2f} Mpx/s "
+          f"(rounds: {rounds(speed['bare_rounds'])})")
     print(f"end-to-end / bare: {speed['ratio']:.2f}")
     for size, mb in figures["memory_mb"].items():
         print(f"peak RSS of predict on {size} x {size} px: {mb:.0f} MB")

@@ -30,7 +30,9 @@ from rts_ssl.quicklook import render_quicklook
 log = logging.getLogger(__name__)
 SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 STRIP = 1024  # rows vectorised at once
-GDAL_CACHE_MB = 256  # GDAL keeps written blocks in its cache (default 5 % of RAM): bound it
+# GDAL keeps written blocks in its cache (default 5 % of RAM): bound it. In bytes: rasterio
+# hands GDAL_CACHEMAX to GDALSetCacheMax (a small number would disable the cache).
+GDAL_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -135,7 +137,7 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     staging = target.with_name(f".{target.stem}.staging-{os.getpid()}.tif")
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
             with rasterio.open(staging, "w", **profile) as dst:
                 for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
                                                        windowing, device):

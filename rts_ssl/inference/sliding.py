@@ -1,9 +1,10 @@
 """Sliding-window prediction of one scene with bounded memory.
 
-Windows are read from the GeoTIFF one batch at a time (reflection-padded at the scene edges),
-run through the model(s), blended with a cosine weight so overlaps leave no seams, and
-accumulated in a buffer one window-row high; rows no later window can touch are written out
-at once. Memory is bounded by the window size x scene width and the batch, not the scene.
+Windows are read from the GeoTIFF one window-row strip at a time (reflection-padded at the
+scene edges), run through the model(s) in batches, blended with a cosine weight so overlaps
+leave no seams, and accumulated in a buffer one window-row high; rows no later window can
+touch are written out at once. Memory is bounded by the window size x scene width and the
+batch, not the scene.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def window_starts(length: int, windowing: Windowing) -> list[int]:
     return starts
 
 
-def read_padded(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def read_padded(scene: Scene, row: int, col: int, height: int,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
     """A window that may extend past the scene, reflection-padded (nodata outside)."""
     r0, c0 = max(row, 0), max(col, 0)
-    r1, c1 = min(row + size, scene.height), min(col + size, scene.width)
+    r1, c1 = min(row + height, scene.height), min(col + width, scene.width)
     values, nodata = scene.read(Window(c0, r0, c1 - c0, r1 - r0))
-    pad = ((r0 - row, row + size - r1), (c0 - col, col + size - c1))
+    pad = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
     if any(p for pair in pad for p in pair):
         mode = "reflect" if min(values.shape[1:]) > max(max(pad)) else "symmetric"
         values = np.pad(values, ((0, 0), *pad), mode=mode)
@@ -72,11 +74,14 @@ def predict_probabilities(
     windowing: Windowing,
     device: str = "cpu",
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_row, rows)`` of blended slump probability (float32, NaN = nodata)."""
-    size, stride, height, width = windowing.size, windowing.stride, scene.height, scene.width
-    weights = torch.from_numpy(blend_weights(size, windowing.overlap))
-    rows = window_starts(height, windowing)
-    cols = window_starts(width, windowing)
+    """Yield ``(first_row, rows)`` of blended slump probability (float32, NaN = nodata).
+
+    Each window row is read as one strip and its windows are sliced from it.
+    """
+    size, stride, overlap = windowing.size, windowing.stride, windowing.overlap
+    height, width = scene.height, scene.width
+    weights = blend_weights(size, overlap)
+    rows, cols = window_starts(height, windowing), window_starts(width, windowing)
     offset = cols[0]
     span = cols[-1] + size - offset
     prob = np.zeros((size, span), np.float32)
@@ -84,14 +89,14 @@ def predict_probabilities(
     valid = np.zeros((size, span), bool)
     written = 0
     for index, row in enumerate(rows):
-        for batch in _batches(scene, row, cols, size, windowing.batch):
-            starts, images, nodata = batch
-            out = _forward(models, stats, images, nodata, device)
+        strip, nodata = read_padded(scene, row, offset, size, span)
+        for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
+            out = _forward(models, stats, images, masks, device) * weights
             for k, col in enumerate(starts):
                 c = col - offset
-                prob[:, c:c + size] += out[k] * weights.numpy()
-                weight[:, c:c + size] += weights.numpy()
-                valid[:, c:c + size] |= ~nodata[k].numpy()
+                prob[:, c:c + size] += out[k]
+                weight[:, c:c + size] += weights
+                valid[:, c:c + size] |= ~nodata[:, c:c + size]
         final = stride if index < len(rows) - 1 else size
         top, bottom = max(row, written), min(row + final, height)
         if bottom > top:
@@ -101,27 +106,21 @@ def predict_probabilities(
             result[~valid[block, cut]] = np.nan
             yield top, result
             written = bottom
-        prob = np.roll(prob, -stride, axis=0)
-        weight = np.roll(weight, -stride, axis=0)
-        valid = np.roll(valid, -stride, axis=0)
-        prob[-stride:], weight[-stride:], valid[-stride:] = 0, 0, False
+        for buffer in (prob, weight, valid):  # the overlap rows carry over to the next row
+            buffer[:overlap] = buffer[stride:]
+            buffer[overlap:] = 0
 
 
-def _batches(scene, row, cols, size, batch_size):
-    """Windows of one window-row, batched; windows without any valid pixel are skipped."""
-    starts, images, masks = [], [], []
-    for col in cols:
-        values, nodata = read_padded(scene, row, col, size)
-        if nodata.all():
-            continue
-        starts.append(col)
-        images.append(values)
-        masks.append(nodata)
-        if len(starts) == batch_size:
-            yield starts, torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
-            starts, images, masks = [], [], []
-    if starts:
-        yield starts, torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
+def _batches(strip: np.ndarray, nodata: np.ndarray, cols: list[int], offset: int,
+             windowing: Windowing) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """The windows of one strip, batched; windows without any valid pixel are skipped."""
+    size = windowing.size
+    starts = [col for col in cols if not nodata[:, col - offset:col - offset + size].all()]
+    for k in range(0, len(starts), windowing.batch):
+        part = starts[k:k + windowing.batch]
+        images = np.stack([strip[:, :, c - offset:c - offset + size] for c in part])
+        masks = np.stack([nodata[:, c - offset:c - offset + size] for c in part])
+        yield part, torch.from_numpy(images), torch.from_numpy(masks)
 
 
 @torch.no_grad()
@@ -130,4 +129,3 @@ def _forward(models, stats: BandStats, images, nodata, device) -> np.ndarray:
     x = stats.normalize(images.to(device), nodata.to(device))
     total = sum(torch.sigmoid(model(x)).squeeze(1) for model in models)
     return (total / len(models)).cpu().numpy()
-
