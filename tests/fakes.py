@@ -86,3 +86,11 @@ def prepared_dataset(root: Path, bands: int = 4, places: int = 4, size: int = 96
     }
     prepare_dataset(data, root / "prepared")
     return root
+
+
+def cone_dem(size: int = 101, slope_deg: float = 30.0, resolution: float = 2.0,
+             top: float = 500.0) -> np.ndarray:
+    """A cone (1, size, size) float32 whose flanks have ``slope_deg`` everywhere."""
+    rows, cols = np.mgrid[:size, :size] - (size - 1) / 2
+    radius_m = np.hypot(rows, cols) * resolution
+    return (top - np.tan(np.radians(slope_deg)) * radius_m)[None].astype(np.float32)

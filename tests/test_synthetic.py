@@ -86,3 +86,31 @@ def test_sentinel2_flavour_has_13_named_bands(tmp_path):
     values, profile, names, _ = read(next((root / "scenes").rglob("*.tif")))
     assert names == SENTINEL2_BANDS and values.shape[0] == 13
     assert profile["transform"].a == 10.0
+
+
+def test_each_scene_has_a_dem_where_slumps_are_bowls_deepening_in_time(tiny_synthetic):
+    slumps = gpd.read_file(tiny_synthetic / "labels.gpkg", layer="slumps")
+    first, last = f"peel_p0_{DATES[0]}", f"peel_p0_{DATES[-1]}"
+    dems = {stem: read(tiny_synthetic / "dem" / "peel" / f"{stem}_dem.tif") for stem in
+            (first, last)}
+    scene_profile = read(tiny_synthetic / "scenes" / "peel" / f"{last}.tif")[1]
+    elevation, profile, names, tags = dems[last]
+    assert names == ("elevation",) and profile["dtype"] == "float32"
+    assert profile["transform"] == scene_profile["transform"] and tags["ACQUISITION_DATE"]
+    polys = slumps[slumps["image_id"] == last].to_crs(profile["crs"])
+    inside = rasterize(polys.geometry, (96, 96), transform=profile["transform"]) > 0
+    change = dems[last][0][0] - dems[first][0][0]
+    assert change.max() <= 0  # the ground only ever loses material
+    assert change[inside].min() < -2.0 and np.all(change[~inside] == 0)
+
+
+def test_an_older_synthetic_version_is_made_again(tmp_path):
+    import json
+
+    root = ensure_synthetic(tmp_path / "old", "planet", 0, 64)
+    marker = json.loads((root / "COMPLETE").read_text())
+    (root / "COMPLETE").write_text(json.dumps({**marker, "version": 1}))
+    (root / "stale.txt").write_text("from version 1")
+    ensure_synthetic(root, "planet", 0, 64)
+    assert not (root / "stale.txt").exists()
+    assert json.loads((root / "COMPLETE").read_text()) == marker

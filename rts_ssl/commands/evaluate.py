@@ -26,7 +26,8 @@ def run(cfg: DictConfig) -> None:
     pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
     for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
         pixels, objects = evaluate_scene(scene, reference, ensemble, windowing, labels,
-                                         cfg.iou_threshold, cfg.bands, pooled_pixels, device)
+                                         cfg.iou_threshold, cfg.bands, pooled_pixels, device,
+                                         cfg.dem)
         pooled_objects.merge(objects)
         per_scene[scene.name] = _summary(pixels, objects)
     result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,

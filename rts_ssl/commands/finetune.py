@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
 from rts_ssl.data.datamodule import TileDataModule
+from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.models.export import export_model, read_info, read_weights, require_bands
 from rts_ssl.models.finetune import SegmentationTask
@@ -85,6 +86,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
         "normalization": datamodule.datasets["train"].stats.to_dict(),
         "input_size": task.spec.img_size, "threshold": round(float(task.threshold), 4),
         "pretrained_from": str(source) if source else None, "data": data["name"],
+        "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
         "train_tiles": len(datamodule.datasets["train"]), "metrics": metrics, **fields,
     }
     directory = export_model(run_dir / "model", task.net, task.spec, metadata)

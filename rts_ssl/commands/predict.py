@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> None:
         try:
             result = predict_scene(path, ensemble, output, windowing,
                                    list(cfg.bands) if cfg.bands else None, cfg.min_area_m2,
-                                   device, cfg.exclude)
+                                   device, cfg.exclude, cfg.dem)
         except InputError as err:
             log.error("failed %s", err)
             failed[path.name] = str(err)

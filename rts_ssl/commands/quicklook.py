@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl.data.labels import LabelIndex, read_polygons
 from rts_ssl.data.prepare import resolve_source
-from rts_ssl.data.scenes import Scene, find_scenes
+from rts_ssl.data.scenes import Scene, find_scenes, scene_options
 from rts_ssl.quicklook import render_quicklook
 
 log = logging.getLogger(__name__)
@@ -18,8 +18,7 @@ def run(cfg: DictConfig) -> None:
     polygons = None
     if cfg.labels:
         index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer))
-        with Scene(scene_path, data["bands"], sensor=data.get("sensor"),
-                   band_names=data.get("band_names")) as scene:
+        with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
     out = render_quicklook(scene_path, cfg.output, polygons, band_names=data.get("band_names"),
                            sensor=data.get("sensor"))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from rts_ssl.data.labels import LabelIndex, rasterize_polygons, read_polygons
 from rts_ssl.data.normalization import compute_band_stats
-from rts_ssl.data.scenes import Scene, date_in, find_scenes
+from rts_ssl.data.scenes import Scene, date_in, find_scenes, scene_options
 from rts_ssl.data.tiles import (
     FORMAT,
     ShardWriter,
@@ -144,8 +144,7 @@ def prepare_scene(job: SceneJob, data: Mapping, output: Path) -> int:
     """Write one scene's shard; returns the number of tiles dropped as mostly nodata."""
     tiles = data["tiles"]
     size, overlap = int(tiles["size"]), int(tiles["overlap"])
-    with Scene(job.path, data["bands"], sensor=data.get("sensor"),
-               band_names=data.get("band_names")) as scene:
+    with Scene(job.path, data["bands"], **scene_options(data)) as scene:
         rows = tile_starts(scene.height, size, overlap)
         cols = tile_starts(scene.width, size, overlap)
         if not rows or not cols:
@@ -225,8 +224,7 @@ def _scene_jobs(data: Mapping) -> list[SceneJob]:
                        region=groups.get("region") or data.get("region") or "default",
                        place=groups.get("location", ""))
         try:
-            with Scene(path, data["bands"], sensor=data.get("sensor"),
-                       band_names=data.get("band_names")) as scene:
+            with Scene(path, data["bands"], **scene_options(data)) as scene:
                 job.crs, job.bounds = scene.crs, tuple(scene.bounds)
                 job.date = job.date or scene.acquisition_date()
         except InputError as err:
@@ -287,8 +285,9 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
 
 
 def _settings(data: Mapping) -> dict:
-    keys = ("scenes", "sensor", "bands", "band_names", "labels", "labels_layer", "footprints",
-            "footprints_layer", "id_column", "pattern", "region", "tiles")
+    keys = ("scenes", "sensor", "bands", "band_names", "dem", "dem_radius_m", "labels",
+            "labels_layer", "footprints", "footprints_layer", "id_column", "pattern", "region",
+            "tiles")
     return json.loads(json.dumps({k: data.get(k) for k in keys}, default=str))
 
 

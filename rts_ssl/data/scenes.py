@@ -6,20 +6,24 @@ A scene is never read whole: callers ask for windows. Every GDAL failure is turn
 
 from __future__ import annotations
 
+import datetime
 import glob
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from rts_ssl.data.sensors import band_indexes, get_sensor
+from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource
 from rts_ssl.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -82,14 +86,21 @@ def select_bands(
     found = band_indexes(names, requested)
     missing = [name for name, i in zip(requested, found, strict=True) if i is None]
     if missing:
+        hint = ("; terrain bands are derived from a DEM: set dem=<DEM GeoTIFF>"
+                if set(missing) & set(TERRAIN_BANDS) else "")
         raise InputError(
-            path, f"band {', '.join(missing)} not found (file bands: {', '.join(names)})"
+            path, f"band {', '.join(missing)} not found (file bands: {', '.join(names)}){hint}"
         )
     return BandSelection(names, source, tuple(i + 1 for i in found))
 
 
 class Scene:
-    """An open GeoTIFF with its requested bands; reads windows as (bands, nodata mask)."""
+    """An open GeoTIFF with its requested bands; reads windows as (bands, nodata mask).
+
+    With a ``dem`` (a DEM GeoTIFF, or a directory/glob of them: the one covering the scene
+    best, then closest in date, is used), the terrain bands among ``bands`` (slope,
+    relative_elevation, hillshade) are derived from it on the scene's grid.
+    """
 
     def __init__(
         self,
@@ -97,6 +108,8 @@ class Scene:
         bands: Sequence[str],
         sensor: str | None = None,
         band_names: Sequence[str] | None = None,
+        dem: str | Path | Sequence[str | Path] | None = None,
+        dem_radius_m: float = RADIUS_M,
     ) -> None:
         self.path = Path(path)
         try:
@@ -107,18 +120,26 @@ class Scene:
         if src.crs is None:
             self.close()
             raise InputError(self.path, "has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
-        try:
-            self.selection = select_bands(self.path, src.descriptions, bands, sensor, band_names)
-        except InputError:
-            self.close()
-            raise
         self.bands = tuple(bands)
         self.crs = src.crs
         self.transform = src.transform
         self.width, self.height = src.width, src.height
-        self.dtype = np.dtype(src.dtypes[self.selection.indexes[0] - 1])
         self.bounds = src.bounds
         self.tags = src.tags()
+        self._derived = [b for b in bands if dem is not None and b in TERRAIN_BANDS]
+        self.terrain: TerrainSource | None = None
+        try:
+            file_bands = [b for b in bands if b not in self._derived]
+            if not file_bands:
+                raise InputError(self.path, "no band to read from the scene itself "
+                                 f"(requested: {', '.join(bands)})")
+            self.selection = select_bands(self.path, src.descriptions, file_bands, sensor,
+                                          band_names)
+            if self._derived:
+                self.terrain = TerrainSource(dem_for_scene(dem, self), dem_radius_m)
+        except InputError:
+            self.close()
+            raise
 
     def read(
         self, window: Window | None = None, out_shape: tuple[int, int] | None = None
@@ -135,10 +156,28 @@ class Scene:
             raise InputError(self.path, f"cannot read pixels ({_first_line(err)})") from None
         nodata = np.ma.getmaskarray(data).any(axis=0)
         values = data.filled(0)
-        if values.dtype.kind == "f":
+        if self.terrain is not None:
+            values = self._with_terrain(values, window)
             nodata |= ~np.isfinite(values).all(axis=0)
+        elif values.dtype.kind == "f":
+            nodata |= ~np.isfinite(values).all(axis=0)
+        if values.dtype.kind == "f":
             values[:, nodata] = 0
         return values, nodata
+
+    def _with_terrain(self, values: np.ndarray, window: Window | None) -> np.ndarray:
+        """All requested bands in order (float32): file bands, then terrain on their grid."""
+        window = window or Window(0, 0, self.width, self.height)
+        height, width = values.shape[1:]
+        transform = self._src.window_transform(window) * Affine.scale(
+            window.width / width, window.height / height)
+        layers = self.terrain.read(self._derived, self.crs, transform, (height, width))
+        merged = np.empty((len(self.bands), height, width), np.float32)
+        file_index = iter(range(len(values)))
+        for k, band in enumerate(self.bands):
+            merged[k] = (layers[self._derived.index(band)] if band in self._derived
+                         else values[next(file_index)])
+        return merged
 
     def acquisition_date(self) -> str | None:
         """Date from GeoTIFF tags (ACQUISITION_DATE or TIFFTAG_DATETIME), else from the name."""
@@ -150,12 +189,20 @@ class Scene:
 
     def close(self) -> None:
         self._src.close()
+        if getattr(self, "terrain", None) is not None:
+            self.terrain.close()
 
     def __enter__(self) -> Scene:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scene_options(data: Mapping) -> dict:
+    """``Scene`` keyword arguments from a ``data`` config (sensor, band names, DEM)."""
+    return {"sensor": data.get("sensor"), "band_names": data.get("band_names"),
+            "dem": data.get("dem"), "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M)}
 
 
 @contextmanager
@@ -177,6 +224,34 @@ def date_in(text: str | None) -> str | None:
         if 1950 < year < 2100 and 1 <= month <= 12 and 1 <= day <= 31:
             return f"{year:04d}-{month:02d}-{day:02d}"
     return None
+
+
+def dem_for_scene(spec: str | Path | Sequence[str | Path], scene: Scene) -> Path:
+    """The DEM covering most of the scene; among equals, the closest in date to it."""
+    candidates = find_scenes(spec)
+    if len(candidates) == 1:
+        return candidates[0]
+    date = scene.acquisition_date()
+    ranked = []
+    for path in candidates:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(path, "DEM has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+            left, bottom, right, top = transform_bounds(src.crs, scene.crs, *src.bounds)
+        s = scene.bounds
+        overlap = (max(0.0, min(right, s.right) - max(left, s.left))
+                   * max(0.0, min(top, s.top) - max(bottom, s.bottom)))
+        ranked.append((-round(overlap, 6), _days_between(date, date_in(path.name)), path))
+    best = min(ranked)
+    if best[0] == 0:
+        raise InputError(scene.path, f"no DEM in {spec} overlaps this scene")
+    return best[2]
+
+
+def _days_between(a: str | None, b: str | None) -> float:
+    if a is None or b is None:
+        return float("inf")
+    return abs((datetime.date.fromisoformat(a) - datetime.date.fromisoformat(b)).days)
 
 
 def _first_line(err: Exception) -> str:

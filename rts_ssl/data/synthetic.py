@@ -1,11 +1,13 @@
 """Synthetic Arctic scenes with thaw slumps: the default data when users bring none.
 
-Real GeoTIFFs (uint16 reflectance x 10000, nodata 0, band descriptions, UTM CRS) and a
-GeoPackage of slump polygons (EPSG:4326), deterministic by seed, so the whole real I/O path
-runs. They imitate what makes the problem hard: slumps are rare amphitheatres (bright
-headwall, dark wet floor, lobate debris tongue) with log-normal sizes, growing between
-dates; look-alikes (bare river banks, sandy shores, burn scars, old revegetated scars) and
-haze/clouds sit beside them; three regions have distinct backgrounds.
+Real GeoTIFFs (uint16 reflectance x 10000, nodata 0, band descriptions, UTM CRS), a DEM per
+scene (float32 metres, ``dem/<region>/<stem>_dem.tif``: slumps are bowls cut into slopes,
+deepest at the headwall, deepening as they grow) and a GeoPackage of slump polygons
+(EPSG:4326), deterministic by seed, so the whole real I/O path runs. They imitate what makes
+the problem hard: slumps are rare amphitheatres (bright headwall, dark wet floor, lobate
+debris tongue) with log-normal sizes, growing between dates; look-alikes (bare river banks,
+sandy shores, burn scars, old revegetated scars) and haze/clouds sit beside them; three
+regions have distinct backgrounds.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from shapely import affinity
 from rts_ssl.data.sensors import SENSORS, SENTINEL2_BANDS
 
 FLAVOURS = ("planet", "sentinel2")
-VERSION = 1
+VERSION = 2  # 2: DEMs
 DATES = ("2019-07-21", "2021-07-29", "2023-08-04")
 PLACES_PER_REGION = 2
 # Slump areas in m^2: log-normal with median 6,000 (10th pct ~1,000, 90th ~48,000).
@@ -99,10 +101,13 @@ def ensure_synthetic(root: str | Path, flavour: str = "planet", seed: int = 0,
               "size": size or FLAVOUR_SPECS[flavour].size}
     marker = root / "COMPLETE"
     if marker.is_file():
-        if json.loads(marker.read_text()) != params:
+        found = json.loads(marker.read_text())
+        if found == params:
+            return root
+        if {**found, "version": VERSION} != params:
             raise ValueError(f"{root}: holds a synthetic set made with other parameters "
                              f"({marker.read_text().strip()}); use another root")
-        return root
+        shutil.rmtree(root)  # an older version of the same set: a cache, made again
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root}: exists, is not empty and is not a synthetic set")
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
@@ -296,6 +301,33 @@ def _render(place: _Place, spectra, bands, rng, date_index, size, res, transform
     return cube, polygons
 
 
+def _elevation(place: _Place, date_index: int, size: int, res: float, transform) -> np.ndarray:
+    """Terrain of a date in metres: each active slump a bowl, deepest under the headwall.
+
+    A slump's depth grows with the square root of its area (a deeper cut as the headwall
+    retreats into the slope), up to ~2-12 m for the largest.
+    """
+    elevation = (200.0 + place.elevation).astype(np.float32)
+    for slump in place.slumps:
+        shape = _slump_at(slump, date_index, res)
+        if shape is None:
+            continue
+        inside = _mask(shape, transform, size, res)
+        rows, cols = np.nonzero(inside)
+        if not len(rows):
+            continue
+        position = _downslope_position(shape, slump["angle"], rows, cols)
+        depth = min(12.0, 2.0 + np.sqrt(shape.area) * res / 25.0)
+        elevation[rows, cols] -= depth * np.sqrt(np.clip(1 - position, 0, 1))
+    return elevation
+
+
+def _downslope_position(shape, angle: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """0 at a slump's headwall (its most upslope pixels) to 1 at its toe."""
+    along = (cols - shape.centroid.x) * np.cos(angle) + (rows - shape.centroid.y) * np.sin(angle)
+    return (along - along.min()) / (along.max() - along.min() + 1e-9)
+
+
 def _mask(shape_px, transform, size, res) -> np.ndarray:
     world = affinity.affine_transform(shape_px, [res, 0, 0, -res, transform.c, transform.f])
     return rasterize([world], (size, size), transform=transform, dtype=np.uint8) > 0
@@ -306,10 +338,7 @@ def _paint_slump(cube, shape, angle, spectra, transform, size, res, rng) -> None
     rows, cols = np.nonzero(inside)
     if not len(rows):
         return
-    # position along the downslope axis: headwall = most upslope part
-    along = (cols - shape.centroid.x) * np.cos(angle) + (rows - shape.centroid.y) * np.sin(angle)
-    span = along.max() - along.min() + 1e-9
-    position = (along - along.min()) / span  # 0 = headwall, 1 = toe
+    position = _downslope_position(shape, angle, rows, cols)
     floor = spectra["wet"][:, None] * (1 + 0.08 * rng.standard_normal(len(rows)))
     headwall = spectra["soil"][:, None] * 1.15
     debris = 0.5 * (spectra["soil"] + spectra["wet"])[:, None]
@@ -366,6 +395,9 @@ def _generate(out: Path, flavour: Flavour, seed: int, size: int) -> None:
                 stem = f"{place_id}_{date}"
                 _write_scene(out / "scenes" / region.name / f"{stem}.tif", values, flavour,
                              region, transform, date)
+                _write_dem(out / "dem" / region.name / f"{stem}_dem.tif",
+                           _elevation(place, d, size, flavour.resolution, transform),
+                           region, transform, date)
                 common = {"image_id": stem, "date": date, "region": region.name,
                           "location": place_id}
                 res = flavour.resolution
@@ -402,6 +434,18 @@ def _write_scene(path: Path, values, flavour: Flavour, region: Region, transform
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values)
         dst.descriptions = tuple(flavour.bands)
+        dst.update_tags(ACQUISITION_DATE=date)
+
+
+def _write_dem(path: Path, elevation: np.ndarray, region: Region, transform, date) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=elevation.shape[1], height=elevation.shape[0],
+                   count=1, dtype="float32", crs=f"EPSG:{region.epsg}", transform=transform,
+                   nodata=-9999.0, compress="deflate", tiled=True, blockxsize=128,
+                   blockysize=128)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(elevation, 1)
+        dst.descriptions = ("elevation",)
         dst.update_tags(ACQUISITION_DATE=date)
 
 

@@ -52,11 +52,12 @@ class Reference:
 
 def evaluate_scene(scene_path: Path, reference: Path, ensemble: Ensemble, windowing: Windowing,
                    labels: LabelIndex | None = None, iou_threshold: float = 0.3,
-                   band_names: list[str] | None = None, pooled=None, device: str = "cpu"):
+                   band_names: list[str] | None = None, pooled=None, device: str = "cpu",
+                   dem: str | Path | None = None):
     """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too."""
     pixels, objects = pixel_metrics(), ObjectCounts()
     predicted, expected, borders = [], [], []
-    with Scene(scene_path, ensemble.bands, band_names=band_names) as scene:
+    with ensemble.open_scene(scene_path, band_names, dem) as scene:
         ref = Reference(reference, scene, labels)
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0

@@ -20,6 +20,7 @@ from torch import nn
 
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
+from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
 from rts_ssl.inference.exclusion import Exclusion
@@ -45,6 +46,13 @@ class Ensemble:
     threshold: float
     input_size: int
     fixed_size: bool  # ViTs only take their training input size
+    dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
+
+    def open_scene(self, path: Path, band_names: list[str] | None = None,
+                   dem: str | Path | None = None) -> Scene:
+        """``path`` with the models' bands (terrain bands derived from ``dem``)."""
+        return Scene(path, self.bands, band_names=band_names, dem=dem,
+                     dem_radius_m=self.dem_radius_m)
 
     def window_size(self, requested: int | None) -> int:
         """The sliding-window size: ViTs need their input size; CNNs default to 256."""
@@ -66,7 +74,8 @@ class Ensemble:
         fixed = any(info["architecture"].get("patch_size") for info in infos)
         return cls([m for m, _ in loaded], list(infos[0]["bands"]),
                    BandStats.from_dict(infos[0]["normalization"]), threshold,
-                   int(infos[0]["input_size"]), fixed)
+                   int(infos[0]["input_size"]), fixed,
+                   float(infos[0].get("dem_radius_m") or RADIUS_M))
 
 
 def load_ensemble(checkpoint, device: str) -> Ensemble:
@@ -107,14 +116,16 @@ def outputs_for(scene: Path, output: Path) -> dict[str, Path]:
 
 def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windowing,
                   band_names: list[str] | None = None, min_area_m2: float = 0.0,
-                  device: str = "cpu", exclude: str | Path | None = None) -> SceneResult:
+                  device: str = "cpu", exclude: str | Path | None = None,
+                  dem: str | Path | None = None) -> SceneResult:
     """All outputs of one scene, each written under a temporary name and renamed.
 
-    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it.
+    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it;
+    ``dem`` provides the terrain bands of models trained with them.
     """
     targets = outputs_for(path, output)
     output.mkdir(parents=True, exist_ok=True)
-    with Scene(path, ensemble.bands, band_names=band_names) as scene:
+    with ensemble.open_scene(path, band_names, dem) as scene:
         exclusion = Exclusion(exclude, scene) if exclude else None
         _write_probability(scene, ensemble, windowing, targets["probability"], device,
                            exclusion)
