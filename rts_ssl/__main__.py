@@ -23,8 +23,9 @@ COMMANDS = {
     "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
     "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
     "evaluate": "pixel and object metrics of predictions vs reference masks or polygons",
+    "volume": "volume change per slump from a DEM pair (co-registered, with uncertainty)",
     "quicklook": "render a scene with its slump polygons to PNG",
-    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain` (loop vs bare)",
+    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain`, `bench predict`",
 }
 USAGE = "usage: python -m rts_ssl <command> [key=value ...]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in COMMANDS.items()
