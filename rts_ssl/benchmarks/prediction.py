@@ -20,7 +20,7 @@ import torch
 from rts_ssl.benchmarks.data_loading import BANDS, write_bench_scene
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
-from rts_ssl.inference.predict import load_ensemble, predict_scene
+from rts_ssl.inference.predict import Prediction, load_ensemble, predict_scene
 from rts_ssl.inference.sliding import Windowing, read_padded, window_starts
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model
@@ -66,7 +66,7 @@ def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing,
     times = {"end_to_end": [], "bare": []}
     for _ in range(rounds):
         start = time.perf_counter()
-        predict_scene(scene, ensemble, workdir / "speed", windowing)
+        predict_scene(scene, Prediction(ensemble, windowing), workdir / "speed")
         times["end_to_end"].append(time.perf_counter() - start)
         start = time.perf_counter()
         bare(batches)

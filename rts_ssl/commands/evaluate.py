@@ -13,25 +13,24 @@ from rts_ssl.data.scenes import find_scenes
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
 from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes
-from rts_ssl.inference.predict import prediction_setup
+from rts_ssl.inference.predict import Prediction
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    ensemble, windowing, device = prediction_setup(cfg)
+    prediction = Prediction.from_config(cfg)
     mask = Path(cfg.mask)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
     labels = load_labels(mask)
     pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
     for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
-        pixels, objects = evaluate_scene(scene, reference, ensemble, windowing, labels,
-                                         cfg.iou_threshold, cfg.bands, pooled_pixels, device,
-                                         cfg.dem)
+        pixels, objects = evaluate_scene(scene, reference, prediction, labels,
+                                         cfg.iou_threshold, pooled_pixels)
         pooled_objects.merge(objects)
         per_scene[scene.name] = _summary(pixels, objects)
     result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,
-              "threshold": ensemble.threshold, "iou_threshold": cfg.iou_threshold}
+              "threshold": prediction.ensemble.threshold, "iou_threshold": cfg.iou_threshold}
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))

@@ -6,35 +6,17 @@ import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from rts_ssl.data.scenes import find_scenes
-from rts_ssl.errors import InputError
-from rts_ssl.inference.predict import outputs_for, predict_scene, prediction_setup
+from rts_ssl.inference.predict import Prediction, predict_scenes
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    ensemble, windowing, device = prediction_setup(cfg)
-    scenes = find_scenes(cfg.input)
-    output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    done, skipped, failed, slumps, area = 0, 0, {}, 0, 0.0
-    for path in tqdm(scenes, desc="predict scenes", unit="scene"):
-        if not cfg.overwrite and all(p.exists() for p in outputs_for(path, output).values()):
-            skipped += 1
-            continue
-        try:
-            result = predict_scene(path, ensemble, output, windowing,
-                                   list(cfg.bands) if cfg.bands else None, cfg.min_area_m2,
-                                   device, cfg.exclude, cfg.dem)
-        except InputError as err:
-            log.error("failed %s", err)
-            failed[path.name] = str(err)
-            continue
-        done += 1
-        slumps += result.slumps
-        area += result.area_m2
+    prediction = Prediction.from_config(cfg)
+    summary = predict_scenes(find_scenes(cfg.input), prediction, Path(cfg.output),
+                             cfg.overwrite)
     log.info("predicted %d scenes (%d already done, %d failed): %d slumps, %.0f m^2 -> %s",
-             done, skipped, len(failed), slumps, area, output)
+             summary.done, summary.skipped, len(summary.failed), summary.slumps,
+             summary.area_m2, cfg.output)

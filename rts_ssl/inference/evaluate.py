@@ -20,8 +20,8 @@ from rts_ssl.data.labels import LabelIndex, read_polygons
 from rts_ssl.data.scenes import Scene
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
-from rts_ssl.inference.predict import Ensemble, merge_across_borders
-from rts_ssl.inference.sliding import Windowing, predict_probabilities
+from rts_ssl.inference.predict import Prediction, merge_across_borders
+from rts_ssl.inference.sliding import predict_probabilities
 
 
 class Reference:
@@ -50,19 +50,18 @@ class Reference:
             return src.read(1, window=window) > 0
 
 
-def evaluate_scene(scene_path: Path, reference: Path, ensemble: Ensemble, windowing: Windowing,
-                   labels: LabelIndex | None = None, iou_threshold: float = 0.3,
-                   band_names: list[str] | None = None, pooled=None, device: str = "cpu",
-                   dem: str | Path | None = None):
+def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
+                   labels: LabelIndex | None = None, iou_threshold: float = 0.3, pooled=None):
     """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too."""
     pixels, objects = pixel_metrics(), ObjectCounts()
     predicted, expected, borders = [], [], []
-    with ensemble.open_scene(scene_path, band_names, dem) as scene:
+    ensemble = prediction.ensemble
+    with prediction.open_scene(scene_path) as scene:
         ref = Reference(reference, scene, labels)
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0
         for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                               windowing, device):
+                                               prediction.windowing, prediction.device):
             valid = ~np.isnan(prob)
             pred = np.nan_to_num(prob) >= ensemble.threshold
             truth = ref.strip(top, len(prob))

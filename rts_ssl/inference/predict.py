@@ -17,6 +17,7 @@ import torch
 from rasterio.features import geometry_window, rasterize, shapes
 from rasterio.windows import Window
 from torch import nn
+from tqdm import tqdm
 
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
@@ -89,16 +90,38 @@ def load_ensemble(checkpoint, device: str) -> Ensemble:
     return ensemble
 
 
-def prediction_setup(cfg) -> tuple[Ensemble, Windowing, str]:
-    """Ensemble, windowing and device from a predict/evaluate config (``checkpoint``,
-    ``device``, ``window``, ``overlap``, ``batch_size``)."""
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = cfg.checkpoint
-    if not isinstance(checkpoint, str | Path | None):
-        checkpoint = list(checkpoint)
-    ensemble = load_ensemble(checkpoint, device)
-    windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
-    return ensemble, windowing, device
+@dataclass
+class Prediction:
+    """Everything predicting a scene needs besides the scene itself.
+
+    ``band_names`` names the bands of files without descriptions; ``dem`` provides the
+    terrain bands of models trained with them; ``exclude`` (a mask GeoTIFF or polygons, any
+    CRS) sets the probability to 0 inside it; smaller slumps than ``min_area_m2`` are dropped.
+    """
+
+    ensemble: Ensemble
+    windowing: Windowing
+    device: str = "cpu"
+    band_names: list[str] | None = None
+    dem: str | Path | None = None
+    exclude: str | Path | None = None
+    min_area_m2: float = 0.0
+
+    def open_scene(self, path: Path) -> Scene:
+        return self.ensemble.open_scene(path, self.band_names, self.dem)
+
+    @classmethod
+    def from_config(cls, cfg) -> Prediction:
+        """From a predict/evaluate/monitor config (``checkpoint``, ``device``, ``window``,
+        ``overlap``, ``batch_size``, ``bands``, ``dem``, and ``exclude``/``min_area_m2``)."""
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        checkpoint = cfg.checkpoint
+        if not isinstance(checkpoint, str | Path | None):
+            checkpoint = list(checkpoint)
+        ensemble = load_ensemble(checkpoint, device)
+        windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+        return cls(ensemble, windowing, device, list(cfg.bands) if cfg.bands else None,
+                   cfg.dem, cfg.get("exclude"), float(cfg.get("min_area_m2") or 0.0))
 
 
 @dataclass
@@ -109,32 +132,58 @@ class SceneResult:
     outputs: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PredictionSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    slumps: int = 0
+    area_m2: float = 0.0
+
+
+def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
+                   overwrite: bool = False) -> PredictionSummary:
+    """Predict each scene (progress bar); finished scenes are skipped unless ``overwrite``,
+    and a scene that fails is reported and skipped without stopping the rest."""
+    summary = PredictionSummary()
+    output.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(paths, desc="predict scenes", unit="scene"):
+        if not overwrite and all(p.exists() for p in outputs_for(path, output).values()):
+            summary.skipped += 1
+            continue
+        try:
+            result = predict_scene(path, prediction, output)
+        except InputError as err:
+            log.error("failed %s", err)
+            summary.failed[path.name] = str(err)
+            continue
+        summary.done += 1
+        summary.slumps += result.slumps
+        summary.area_m2 += result.area_m2
+    return summary
+
+
 def outputs_for(scene: Path, output: Path) -> dict[str, Path]:
     return {kind: output / f"{scene.stem}_{kind}.{ext}" for kind, ext in
             (("probability", "tif"), ("slumps", "gpkg"), ("quicklook", "png"))}
 
 
-def predict_scene(path: Path, ensemble: Ensemble, output: Path, windowing: Windowing,
-                  band_names: list[str] | None = None, min_area_m2: float = 0.0,
-                  device: str = "cpu", exclude: str | Path | None = None,
-                  dem: str | Path | None = None) -> SceneResult:
-    """All outputs of one scene, each written under a temporary name and renamed.
-
-    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it;
-    ``dem`` provides the terrain bands of models trained with them.
-    """
+def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResult:
+    """All outputs of one scene, each written under a temporary name and renamed."""
     targets = outputs_for(path, output)
     output.mkdir(parents=True, exist_ok=True)
-    with ensemble.open_scene(path, band_names, dem) as scene:
-        exclusion = Exclusion(exclude, scene) if exclude else None
-        _write_probability(scene, ensemble, windowing, targets["probability"], device,
-                           exclusion)
+    ensemble = prediction.ensemble
+    with prediction.open_scene(path) as scene:
+        exclusion = Exclusion(prediction.exclude, scene) if prediction.exclude else None
+        _write_probability(scene, ensemble, prediction.windowing, targets["probability"],
+                           prediction.device, exclusion)
         date = scene.acquisition_date()
-    slumps = polygons_from_probability(targets["probability"], ensemble.threshold, min_area_m2)
+    slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
+                                       prediction.min_area_m2)
     slumps["scene"], slumps["date"] = path.name, date
     write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
                                                                 layer="slumps"))
-    render_quicklook(path, targets["quicklook"], slumps, band_names=band_names,
+    render_quicklook(path, targets["quicklook"], slumps, band_names=prediction.band_names,
                      title=f"{path.stem}: {len(slumps)} predicted slumps")
     return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
                        [str(p) for p in targets.values()])
