@@ -1,4 +1,4 @@
-"""Figures of change: an elevation-difference map with slump outlines."""
+"""Figures of change: an elevation-difference map and slump areas through time."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from rts_ssl.data.tiles import write_atomic  # noqa: E402
 
@@ -30,6 +31,34 @@ def render_change_map(change: np.ndarray, grid, polygons: gpd.GeoDataFrame,
     ax.set_title(f"elevation change after co-registration; {len(polygons)} polygons",
                  fontsize=9)
     ax.set_axis_off()
+    fig.tight_layout()
+    write_atomic(output, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return output
+
+
+def render_timeseries(series: pd.DataFrame, output: Path, top: int = 12,
+                      title: str = "slump area through time") -> Path:
+    """Area over time of the ``top`` largest slumps: filled markers where the slump was
+    observed, hollow where nodata or cloud hid it (those dates are left out of the fits)."""
+    largest = (series.groupby("slump_id")["area_m2"].max().sort_values(ascending=False)
+               .index[:top])
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for slump_id in largest:
+        part = series[series["slump_id"] == slump_id].sort_values("date")
+        dates = pd.to_datetime(part["date"])
+        seen = part["observed"].to_numpy(bool)
+        line, = ax.plot(dates[seen], part["area_m2"][seen], marker="o", markersize=3,
+                        linewidth=1, label=f"slump {slump_id}")
+        ax.plot(dates[~seen], part["area_m2"][~seen], linestyle="none", marker="o",
+                markersize=4, markerfacecolor="none", color=line.get_color())
+    ax.set_xlabel("date")
+    ax.set_ylabel("area (m²)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(largest):
+        ax.legend(fontsize=7, ncol=2, frameon=False)
+    fig.autofmt_xdate()
     fig.tight_layout()
     write_atomic(output, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

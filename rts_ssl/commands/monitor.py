@@ -1,0 +1,19 @@
+"""``python -m rts_ssl monitor checkpoint=<model> input=<scenes of one area> output=<dir>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from rts_ssl.data.scenes import find_scenes
+from rts_ssl.inference.predict import Prediction
+from rts_ssl.monitoring.dates import scene_date
+from rts_ssl.monitoring.monitor import check_dates, monitor
+
+
+def run(cfg: DictConfig) -> None:
+    scenes = [(scene_date(path, cfg.date_pattern), path) for path in find_scenes(cfg.input)]
+    check_dates(scenes)
+    monitor(scenes, Prediction.from_config(cfg), Path(cfg.output), cfg.overwrite,
+            cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band)

@@ -1,0 +1,88 @@
+"""The dates of a time series: when each scene was taken and what it let us see.
+
+Each date's prediction is a probability raster on its scene's own grid; polygons in the
+monitoring CRS (the first scene's) are transformed onto it when queried, so scenes of
+different grids and CRSs need no resampling.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from rasterio.features import geometry_mask, geometry_window
+
+from rts_ssl.data.scenes import date_in
+from rts_ssl.errors import InputError
+from rts_ssl.inference.predict import SCALE
+from rts_ssl.inference.sliding import NODATA
+
+
+def scene_date(path: Path, pattern: str | None = None) -> str:
+    """ISO date of a scene: from ``pattern`` (a regex with a ``date`` group) on its file
+    name, else its metadata (ACQUISITION_DATE / TIFFTAG_DATETIME), else its file name."""
+    if pattern:
+        match = re.search(pattern, path.name)
+        date = date_in(match.group("date")) if match and "date" in match.groupdict() else None
+        if date is None:
+            raise InputError(path, f"no date matching date_pattern {pattern!r} in the name")
+        return date
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    for text in (tags.get("ACQUISITION_DATE"), tags.get("TIFFTAG_DATETIME"), path.name):
+        date = date_in(text)
+        if date:
+            return date
+    raise InputError(path, "no date in its metadata or file name; set date_pattern=<regex "
+                     "with a (?P<date>...) group>")
+
+
+class DateRaster:
+    """One date's probability raster (and its scene's cloud band, if any), queried by polygon."""
+
+    def __init__(self, date: str, probability: Path, crs, scene: Path,
+                 cloud_band: str | None = None) -> None:
+        self.date, self.probability, self.crs = date, probability, crs
+        self.scene, self.cloud_band = scene, None
+        if cloud_band:
+            with rasterio.open(scene) as src:
+                if cloud_band in src.descriptions:
+                    self.cloud_band = src.descriptions.index(cloud_band) + 1
+
+    def valid_fraction(self, polygon: shapely.Geometry | None = None) -> float:
+        """Share of the polygon's pixels (default: the whole scene) with data and no cloud."""
+        valid, inside = self._read(polygon, lambda values: values != NODATA)
+        return float(valid[inside].mean()) if inside.any() else 0.0
+
+    def mean_probability(self, polygon: shapely.Geometry) -> float:
+        values, inside = self._read(polygon, lambda values: values)
+        usable = values[inside]
+        usable = usable[usable != NODATA]
+        return float(usable.mean() / SCALE) if usable.size else float("nan")
+
+    def _read(self, polygon, convert) -> tuple[np.ndarray, np.ndarray]:
+        with rasterio.open(self.probability) as src:
+            if polygon is None:
+                window, geometry = None, None
+            else:
+                geometry = gpd.GeoSeries([polygon], crs=self.crs).to_crs(src.crs).iloc[0]
+                try:
+                    window = geometry_window(src, [geometry])
+                except rasterio.errors.WindowError:
+                    return np.zeros(0), np.zeros(0, bool)
+            values = convert(src.read(1, window=window))
+            transform = src.window_transform(window) if window else src.transform
+        if self.cloud_band is not None:
+            with rasterio.open(self.scene) as scene:
+                clouds = scene.read(self.cloud_band, window=window) > 0
+            values = values & ~clouds if values.dtype == bool else values
+        if geometry is None:
+            return values, np.ones(values.shape, bool)
+        inside = ~geometry_mask([geometry], values.shape, transform)
+        if not inside.any():  # smaller than a pixel: the pixels it touches
+            inside = ~geometry_mask([geometry], values.shape, transform, all_touched=True)
+        return values, inside
