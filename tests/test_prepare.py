@@ -162,6 +162,32 @@ def test_unlabelled_data_is_all_ignored(tmp_path):
     assert store.read(0)[1][1].all()
 
 
+def test_raster_masks_label_their_own_scene_only(tmp_path):
+    data = make_data(tmp_path, labels=False)
+    (tmp_path / "scenes" / "south").mkdir()
+    write_geotiff(tmp_path / "scenes" / "south" / "site_2020-07-01.tif", ramp_scene(size=300))
+    masks = tmp_path / "masks" / "north"
+    masks.mkdir(parents=True)
+    truth = np.zeros((1, 300, 300), np.uint8)
+    truth[0, 140:160, 100:120] = 1
+    truth[0, :10] = 255  # the mask's own nodata: unlabelled
+    write_geotiff(masks / "site_2020-07-01_mask.tif", truth, nodata=255, descriptions=None)
+    summary = prepare_dataset({**data, "masks": str(tmp_path / "masks")}, tmp_path / "out")
+    tiles = TileStore(tmp_path / "out").tiles
+    labelled = tiles[tiles["labelled_fraction"] > 0]
+    # only north/site_2020-07-01 has a mask; south's scene of the same name is not labelled
+    assert set(labelled["scene"]) == {str(tmp_path / "scenes/north/site_2020-07-01.tif")}
+    assert labelled["positive_fraction"].sum() * 128**2 == pytest.approx(400 * 2, abs=1)
+    top = labelled[labelled["row"] == 0]
+    assert top["labelled_fraction"].iloc[0] == pytest.approx(1 - 10 / 128)
+    assert summary.tiles == len(tiles)
+    other_grid = write_geotiff(masks / "site_2021-07-01_mask.tif", truth[:, :200],
+                               nodata=255, descriptions=None)
+    summary = prepare_dataset({**data, "masks": str(tmp_path / "masks")}, tmp_path / "o2")
+    assert "mask grid (300x200" in summary.failed["north__site_2021-07-01"]
+    assert str(other_grid) in summary.failed["north__site_2021-07-01"]
+
+
 def test_cli_prepare_on_synthetic_and_one_line_error(tiny_synthetic, tmp_path):
     env_args = [f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}",
                 f"data.root={tiny_synthetic}", "data.synthetic.size=96", "data.tiles.size=64",

@@ -3,12 +3,11 @@
 (a) ``predict_scene`` end to end (read + forward + blend + write + polygons) and (b) the bare
 forward of the same windows already in memory, in one process; both count the window
 pixels the model processes. Peak resident memory is measured per scene size in a fresh
-``python -m rts_ssl predict`` process (``wait4`` rusage), to show it does not grow with size.
+``python -m rts_ssl predict`` process (its own VmHWM), to show it does not grow with size.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -51,11 +50,13 @@ def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing,
     ensemble = load_ensemble(str(model), "cpu")
     with Scene(scene, ensemble.bands) as src:
         rows, cols = window_starts(src.height, windowing), window_starts(src.width, windowing)
-        size = windowing.size
-        windows = [read_padded(src, r, c, size, size) for r in rows for c in cols]
-    batches = [(torch.from_numpy(np.stack([w for w, _ in windows[k:k + windowing.batch]])),
-                torch.from_numpy(np.stack([m for _, m in windows[k:k + windowing.batch]])))
-               for k in range(0, len(windows), windowing.batch)]
+        starts = [(r, c) for r in rows for c in cols]
+        batches = []
+        for k in range(0, len(starts), windowing.batch):
+            part = [read_padded(src, r, c, windowing.size, windowing.size)
+                    for r, c in starts[k:k + windowing.batch]]
+            batches.append((torch.from_numpy(np.stack([w for w, _ in part])),
+                            torch.from_numpy(np.stack([m for _, m in part]))))
 
     @torch.no_grad()
     def bare(batches) -> None:
@@ -71,25 +72,26 @@ def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing,
         start = time.perf_counter()
         bare(batches)
         times["bare"].append(time.perf_counter() - start)
-    pixels = len(windows) * windowing.size**2
+    pixels = len(starts) * windowing.size**2
     rates = {name: [pixels / t for t in values] for name, values in times.items()}
     end_to_end, bare_rate = (float(np.median(rates[name])) for name in ("end_to_end", "bare"))
-    return {"windows": len(windows), "end_to_end": end_to_end, "bare": bare_rate,
+    return {"windows": len(starts), "end_to_end": end_to_end, "bare": bare_rate,
             "ratio": end_to_end / bare_rate, "end_to_end_rounds": rates["end_to_end"],
             "bare_rounds": rates["bare"]}
 
 
 def peak_memory_mb(model: Path, scene: Path, output: Path, windowing: Windowing) -> float:
     """Peak RSS (MB) of a separate ``python -m rts_ssl predict`` process on ``scene``."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rts_ssl", "predict", f"checkpoint={model}", f"input={scene}",
-         f"output={output}", f"window={windowing.size}", f"overlap={windowing.overlap}",
+    done = subprocess.run(
+        [sys.executable, "-m", "rts_ssl.benchmarks.peak_memory", "predict",
+         f"checkpoint={model}", f"input={scene}", f"output={output}",
+         f"window={windowing.size}", f"overlap={windowing.overlap}",
          f"batch_size={windowing.batch}", "overwrite=true"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"predict on {scene} failed (status {status})")
-    return usage.ru_maxrss / 1024
+        capture_output=True, text=True)
+    figures = [line for line in done.stdout.splitlines() if line.startswith("peak_rss_mb=")]
+    if done.returncode != 0 or not figures:
+        raise RuntimeError(f"predict on {scene} failed: {done.stderr[-2000:]}")
+    return float(figures[-1].split("=")[1])
 
 
 def run(workdir: Path, sizes=(5000, 20000), encoder: str = "mobilenetv3_small_050",

@@ -16,9 +16,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import rasterio
 import shapely
 from pyproj import CRS
+from rasterio.errors import RasterioError
 from rasterio.features import rasterize
+from rasterio.windows import Window
 
 from rts_ssl.errors import InputError
 
@@ -160,3 +163,40 @@ def rasterize_polygons(geoms, transform, shape: tuple[int, int]) -> np.ndarray:
 def _one_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def find_mask(scene: Path, scenes_root: Path, masks_root: Path) -> Path | None:
+    """A scene's raster mask: ``<stem>_mask.tif`` (or the scene's own name) in the folder
+    mirroring the scene's under ``masks_root``, else directly in ``masks_root``."""
+    relative = scene.resolve().parent.relative_to(scenes_root.resolve())
+    for folder in (masks_root / relative, masks_root):
+        for name in (f"{scene.stem}_mask.tif", f"{scene.stem}_mask.tiff", scene.name):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+class RasterMask:
+    """A slump mask raster on a scene's grid (non-zero = slump, its nodata = unlabelled)."""
+
+    def __init__(self, path: Path, scene) -> None:
+        self.path = Path(path)
+        try:
+            self._src = rasterio.open(self.path)
+        except (RasterioError, OSError) as err:
+            raise InputError(self.path, f"not a readable mask GeoTIFF ({err})") from None
+        src = self._src
+        if (src.width, src.height, src.transform) != (scene.width, scene.height,
+                                                      scene.transform):
+            self._src.close()
+            raise InputError(self.path, f"mask grid ({src.width}x{src.height}, {src.transform.a}"
+                             f" m) differs from the scene {scene.path.name}")
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(slump, labelled) booleans of a window."""
+        values = self._src.read(1, window=window, masked=True)
+        labelled = ~np.ma.getmaskarray(values)
+        return (values.filled(0) > 0) & labelled, labelled
+
+    def close(self) -> None:
+        self._src.close()

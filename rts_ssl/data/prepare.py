@@ -28,7 +28,13 @@ from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 from tqdm import tqdm
 
-from rts_ssl.data.labels import LabelIndex, rasterize_polygons, read_polygons
+from rts_ssl.data.labels import (
+    LabelIndex,
+    RasterMask,
+    find_mask,
+    rasterize_polygons,
+    read_polygons,
+)
 from rts_ssl.data.normalization import compute_band_stats
 from rts_ssl.data.scenes import Scene, date_in, find_scenes, scene_options
 from rts_ssl.data.tiles import (
@@ -59,6 +65,7 @@ class SceneJob:
     polygons: gpd.GeoDataFrame | None = None
     labelled_area: object = None  # geometry; None = whole scene (when labelled)
     labelled: bool = False
+    mask: Path | None = None  # a raster slump mask on the scene's grid (instead of polygons)
     crs: object = None
     bounds: tuple = ()
     error: str | None = None  # why the scene header could not be read
@@ -150,23 +157,29 @@ def prepare_scene(job: SceneJob, data: Mapping, output: Path) -> int:
         if not rows or not cols:
             raise InputError(job.path, f"is {scene.width}x{scene.height} px, smaller than "
                              f"the tile size {size} (set data.tiles.size)")
+        mask = RasterMask(job.mask, scene) if job.mask else None
         writer = ShardWriter(output, job.key)
         try:
-            dropped = _write_tiles(scene, job, writer, rows, cols, size, tiles)
+            dropped = _write_tiles(scene, job, writer, rows, cols, size, tiles, mask)
             writer.commit({"key": job.key, "scene": str(job.path)})
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if mask is not None:
+                mask.close()
     return dropped
 
 
 def _write_tiles(scene: Scene, job: SceneJob, writer: ShardWriter, rows, cols, size,
-                 tiles: Mapping) -> int:
+                 tiles: Mapping, raster_mask: RasterMask | None = None) -> int:
     dropped = 0
     block = float(tiles["location_block_m"])
     polygons = job.polygons
     for row in rows:
-        strip, strip_nodata = scene.read(rasterio.windows.Window(0, row, scene.width, size))
+        window = rasterio.windows.Window(0, row, scene.width, size)
+        strip, strip_nodata = scene.read(window)
+        mask_strip = raster_mask.read(window) if raster_mask is not None else None
         for col in cols:
             nodata = strip_nodata[:, col:col + size]
             if nodata.mean() > float(tiles["max_nodata_fraction"]):
@@ -175,8 +188,11 @@ def _write_tiles(scene: Scene, job: SceneJob, writer: ShardWriter, rows, cols, s
             transform = rasterio.windows.transform(
                 rasterio.windows.Window(col, row, size, size), scene.transform)
             west, south, east, north = array_bounds(size, size, transform)
-            mask, labelled = _label_planes(job, polygons, (west, south, east, north),
-                                           transform, size)
+            if mask_strip is not None:
+                mask, labelled = (plane[:, col:col + size] for plane in mask_strip)
+            else:
+                mask, labelled = _label_planes(job, polygons, (west, south, east, north),
+                                               transform, size)
             ignore = nodata | ~labelled
             mask = mask & ~nodata
             cx, cy = (west + east) / 2, (south + north) / 2
@@ -231,8 +247,12 @@ def _scene_jobs(data: Mapping) -> list[SceneJob]:
             job.error = str(err)
         jobs.append(job)
     _assign_places(jobs)
+    if data.get("labels") and data.get("masks"):
+        raise InputError("data", "set either labels (polygons) or masks (rasters), not both")
     if data.get("labels"):
         _attach_labels(jobs, data)
+    if data.get("masks"):
+        _attach_masks(jobs, common, Path(data["masks"]))
     return jobs
 
 
@@ -256,6 +276,16 @@ def _assign_places(jobs: list[SceneJob]) -> None:
         parent[find(int(i))] = find(int(j))
     for i, job in enumerate(unplaced):
         job.place = unplaced[find(i)].image_id
+
+
+def _attach_masks(jobs: list[SceneJob], scenes_root: Path, masks_root: Path) -> None:
+    """Raster masks named after their scenes; scenes without one stay unlabelled."""
+    readable = [job for job in jobs if not job.error]
+    for job in readable:
+        job.mask = find_mask(job.path, scenes_root, masks_root)
+        job.labelled = job.mask is not None
+    if readable and not any(job.labelled for job in readable):
+        raise InputError(masks_root, "holds no mask named like a scene (<scene>_mask.tif)")
 
 
 def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
@@ -285,7 +315,7 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
 
 
 def _settings(data: Mapping) -> dict:
-    keys = ("scenes", "sensor", "bands", "band_names", "dem", "dem_radius_m", "labels",
+    keys = ("scenes", "sensor", "bands", "band_names", "dem", "dem_radius_m", "labels", "masks",
             "labels_layer", "footprints", "footprints_layer", "id_column", "pattern", "region",
             "tiles")
     return json.loads(json.dumps({k: data.get(k) for k in keys}, default=str))

@@ -7,6 +7,7 @@ one to one at the end (the object metrics of fine-tuning).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
-from rts_ssl.data.labels import LabelIndex, read_polygons
+from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
 from rts_ssl.data.scenes import Scene
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
@@ -89,16 +90,17 @@ def _polygons(mask: np.ndarray, transform) -> list:
 
 
 def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:
-    """(scene, reference) pairs: one vector file for all, or masks named after the scenes."""
+    """(scene, reference) pairs: one vector file for all, or masks named after the scenes
+    (``<stem>_mask.tif`` in folders mirroring the scenes', see ``find_mask``)."""
     if mask.is_file():
         return [(scene, mask) for scene in scenes]
-    candidates = sorted(p for p in mask.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+    root = Path(os.path.commonpath([str(scene.parent.resolve()) for scene in scenes]))
     pairs = []
     for scene in scenes:
-        match = [c for c in candidates if c.stem.startswith(scene.stem)]
-        if not match:
+        found = find_mask(scene, root, mask)
+        if found is None:
             raise InputError(scene, f"no reference mask named like it under {mask}")
-        pairs.append((scene, match[0]))
+        pairs.append((scene, found))
     return pairs
 
 

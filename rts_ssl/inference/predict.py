@@ -34,7 +34,7 @@ SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 STRIP = 1024  # rows vectorised at once
 # GDAL keeps written blocks in its cache (default 5 % of RAM): bound it. In bytes: rasterio
 # hands GDAL_CACHEMAX to GDALSetCacheMax (a small number would disable the cache).
-GDAL_CACHE_BYTES = 256 * 2**20
+GDAL_CACHE_BYTES = 64 * 2**20  # a block row of a 4-band uint16 scene 30,000 px wide
 
 
 @dataclass
@@ -203,14 +203,18 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
                                                        windowing, device):
                     if exclusion is not None:
                         rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
-                    scaled = np.where(np.isnan(rows), NODATA,
-                                      np.round(np.nan_to_num(rows) * SCALE))
-                    dst.write(scaled.astype(np.uint8), 1,
-                              window=Window(0, top, scene.width, len(rows)))
+                    dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
             write_atomic(target, lambda tmp: rasterio.shutil.copy(
                 staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
     finally:
         staging.unlink(missing_ok=True)
+
+
+def to_uint8(probability: np.ndarray) -> np.ndarray:
+    """Probability (float32, NaN = nodata) as stored: round(p x 254), 255 = nodata."""
+    scaled = np.rint(probability * np.float32(SCALE))
+    scaled[np.isnan(scaled)] = NODATA
+    return scaled.astype(np.uint8)
 
 
 def polygons_from_probability(raster: Path, threshold: float,
