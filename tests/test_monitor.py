@@ -57,15 +57,23 @@ def test_robust_growth_and_boundary_advance():
     assert max_boundary_advance(box(0, 0, 10, 10), box(2, 2, 8, 8), 1.0) == 0.0
 
 
-def write_series(folder, nodata_on_hidden=True):
-    """One scene per date: a bright-red slump growing upslope; hidden on date HIDDEN."""
+def write_series(folder, hide_with="nodata"):
+    """One scene per date: a bright-red slump growing upslope; on date HIDDEN it is hidden by
+    ``hide_with``: "nodata", "cloud" (a cloud-mask band; the red rectangle is then half
+    seen, as a cloud edge would make it) or nothing (None)."""
     folder.mkdir(parents=True, exist_ok=True)
     for k, (date, height) in enumerate(zip(DATES, HEIGHTS, strict=True)):
-        array = texture_scene(4, 120, seed=k)
+        array = texture_scene(5 if hide_with == "cloud" else 4, 120, seed=k)
         array[2, 100 - height:100, 40:60] = 6000
-        if k == HIDDEN and nodata_on_hidden:
+        if k == HIDDEN and hide_with == "nodata":
             array[:, 30:110, 30:70] = 0
-        write_geotiff(folder / f"site_{date}.tif", array)
+        if hide_with == "cloud":
+            array[4] = 0
+            if k == HIDDEN:
+                array[4, 30:110, 30:70] = 1
+                array[2, 30:80, 30:70] = 3000
+        names = (*BANDS, "cloud") if hide_with == "cloud" else tuple(BANDS)
+        write_geotiff(folder / f"site_{date}.tif", array, descriptions=names)
     return sorted(folder.glob("*.tif"))
 
 
@@ -106,7 +114,7 @@ def test_monitor_tracks_one_growing_slump_and_skips_the_hidden_date(tmp_path):
 
 
 def test_a_scene_on_another_grid_is_linked_in_the_first_scenes_crs(tmp_path):
-    paths = write_series(tmp_path / "in", nodata_on_hidden=False)
+    paths = write_series(tmp_path / "in", hide_with=None)
     with rasterio.open(paths[-1]) as src:  # the last date delivered in geographic coordinates
         transform, width, height = rasterio.warp.calculate_default_transform(
             src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
@@ -123,6 +131,17 @@ def test_a_scene_on_another_grid_is_linked_in_the_first_scenes_crs(tmp_path):
     result = monitor(scenes, red_band_model(), tmp_path / "out")
     assert len(result.tracks) == 1 and result.series["observed"].all()
     assert result.series["area_m2"].iloc[-1] == pytest.approx(50 * 20 * 9.0, rel=0.1)
+
+
+def test_a_cloud_band_hides_a_date_instead_of_recording_shrinkage(tmp_path):
+    scenes = [(scene_date(p), p) for p in write_series(tmp_path / "in", hide_with="cloud")]
+    result = monitor(scenes, red_band_model(), tmp_path / "out", cloud_band="cloud")
+    series = result.series.sort_values("date")
+    assert list(series["observed"]) == [True, True, False, True]
+    assert series["area_m2"].iloc[HIDDEN] < HEIGHTS[HIDDEN] * 20 * 9.0  # seen shrunken
+    assert result.slumps["growth_m2_per_yr"].iloc[0] == pytest.approx(1800.0, rel=0.01)
+    unaware = monitor(scenes, red_band_model(), tmp_path / "unaware", overwrite=True)
+    assert unaware.series["observed"].all()
 
 
 def _monitor_cli(tmp_path, *args):
