@@ -100,3 +100,9 @@ def test_label_subset_arguments():
         label_subset(tiles, count=10_000)
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         label_subset(tiles, fraction=0.0)
+
+
+def test_an_unknown_split_group_is_a_clear_error():
+    tiles = pd.DataFrame({"region": ["a", "b"], "place": ["p", "q"]})
+    with pytest.raises(ValueError, match="unknown split group 'location'; choose one of place"):
+        assign_splits(tiles, group="location")

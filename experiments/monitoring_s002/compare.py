@@ -39,7 +39,9 @@ def model_areas(monitor: Path) -> pd.DataFrame:
                                           observed=("observed", "all")).reset_index()
     dates = sorted(p.name.split("_")[1] for p in (monitor / "dates").glob("*_probability.tif"))
     frame = pd.DataFrame({"date": dates}).merge(per_date, on="date", how="left")
-    return frame.fillna({"model_area_m2": 0.0, "observed": True})
+    frame["model_area_m2"] = frame["model_area_m2"].fillna(0.0)
+    frame["observed"] = frame["observed"].fillna(True).astype(bool)
+    return frame
 
 
 def growth(frame: pd.DataFrame, column: str) -> float:

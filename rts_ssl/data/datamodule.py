@@ -71,7 +71,10 @@ class TileDataModule(pl.LightningDataModule):
             tiles = tiles[tiles["labelled_fraction"] > 0]
             if tiles.empty:
                 raise InputError(self.root, "has no labelled tiles to fine-tune on")
-        split = assign_splits(tiles, **self.split_args)
+        try:
+            split = assign_splits(tiles, **self.split_args)
+        except ValueError as err:
+            raise InputError("split", str(err)) from None
         chosen = {name: split.index[split == name] for name in ("train", "val", "test")}
         if self.labels is not None:
             chosen["train"] = label_subset(tiles.loc[chosen["train"]],

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+SPLIT_GROUPS = ("place", "location_id", "region")
+
 
 def grouped_split(
     groups: pd.Series, fractions: dict[str, float], seed: int = 0, rest: str = "train"
@@ -50,8 +52,12 @@ def assign_splits(
     """``train``/``val``/``test`` per tile.
 
     With ``test_regions`` the test set is exactly those regions (held out); val is drawn by
-    group from the rest. Without, both are drawn by group from all tiles.
+    group from the rest. Without, both are drawn by group from all tiles. ``group`` is
+    ``place`` (all dates of a place together), ``location_id`` (its ~1 km blocks: for data
+    of few places) or ``region``.
     """
+    if group not in SPLIT_GROUPS:
+        raise ValueError(f"unknown split group {group!r}; choose one of {', '.join(SPLIT_GROUPS)}")
     if test_regions:
         unknown = set(test_regions) - set(tiles["region"])
         if unknown:
