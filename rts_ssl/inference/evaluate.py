@@ -21,7 +21,7 @@ from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
 from rts_ssl.data.scenes import Scene
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
-from rts_ssl.inference.predict import Prediction, merge_across_borders
+from rts_ssl.inference.predict import Prediction, bounded_gdal_cache, merge_across_borders
 from rts_ssl.inference.sliding import predict_probabilities
 
 
@@ -57,7 +57,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
     pixels, objects = pixel_metrics(), ObjectCounts()
     predicted, expected, borders = [], [], []
     ensemble = prediction.ensemble
-    with prediction.open_scene(scene_path) as scene:
+    with bounded_gdal_cache(), prediction.open_scene(scene_path) as scene:
         ref = Reference(reference, scene, labels)
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0

@@ -32,8 +32,7 @@ from rts_ssl.quicklook import render_quicklook
 log = logging.getLogger(__name__)
 SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 STRIP = 1024  # rows vectorised at once
-# GDAL keeps written blocks in its cache (default 5 % of RAM): bound it. In bytes: rasterio
-# hands GDAL_CACHEMAX to GDALSetCacheMax (a small number would disable the cache).
+# In bytes: rasterio hands GDAL_CACHEMAX to GDALSetCacheMax (256 would mean 256 bytes).
 GDAL_CACHE_BYTES = 64 * 2**20  # a block row of a 4-band uint16 scene 30,000 px wide
 
 
@@ -168,23 +167,30 @@ def outputs_for(scene: Path, output: Path) -> dict[str, Path]:
             (("probability", "tif"), ("slumps", "gpkg"), ("quicklook", "png"))}
 
 
+def bounded_gdal_cache() -> rasterio.Env:
+    """GDAL keeps the blocks it reads and writes in a cache of 5 % of RAM by default, which
+    would grow with the scene; scene-scale work runs inside this bound."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
+
 def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResult:
     """All outputs of one scene, each written under a temporary name and renamed."""
     targets = outputs_for(path, output)
     output.mkdir(parents=True, exist_ok=True)
     ensemble = prediction.ensemble
-    with prediction.open_scene(path) as scene:
-        exclusion = Exclusion(prediction.exclude, scene) if prediction.exclude else None
-        _write_probability(scene, ensemble, prediction.windowing, targets["probability"],
-                           prediction.device, exclusion)
-        date = scene.acquisition_date()
-    slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
-                                       prediction.min_area_m2)
-    slumps["scene"], slumps["date"] = path.name, date
-    write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
-                                                                layer="slumps"))
-    render_quicklook(path, targets["quicklook"], slumps, band_names=prediction.band_names,
-                     title=f"{path.stem}: {len(slumps)} predicted slumps")
+    with bounded_gdal_cache():
+        with prediction.open_scene(path) as scene:
+            exclusion = Exclusion(prediction.exclude, scene) if prediction.exclude else None
+            _write_probability(scene, ensemble, prediction.windowing, targets["probability"],
+                               prediction.device, exclusion)
+            date = scene.acquisition_date()
+        slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
+                                           prediction.min_area_m2)
+        slumps["scene"], slumps["date"] = path.name, date
+        write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
+                                                                    layer="slumps"))
+        render_quicklook(path, targets["quicklook"], slumps, band_names=prediction.band_names,
+                         title=f"{path.stem}: {len(slumps)} predicted slumps")
     return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
                        [str(p) for p in targets.values()])
 
@@ -197,15 +203,14 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     staging = target.with_name(f".{target.stem}.staging-{os.getpid()}.tif")
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            with rasterio.open(staging, "w", **profile) as dst:
-                for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                                       windowing, device):
-                    if exclusion is not None:
-                        rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
-                    dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
-            write_atomic(target, lambda tmp: rasterio.shutil.copy(
-                staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
+        with rasterio.open(staging, "w", **profile) as dst:
+            for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                                   windowing, device):
+                if exclusion is not None:
+                    rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
+                dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
+        write_atomic(target, lambda tmp: rasterio.shutil.copy(
+            staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
     finally:
         staging.unlink(missing_ok=True)
 
