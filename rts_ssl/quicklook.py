@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import geopandas as gpd
@@ -10,11 +11,31 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
 
 from rts_ssl.data.scenes import Scene  # noqa: E402
 from rts_ssl.data.tiles import write_atomic  # noqa: E402
 
 RGB = ("red", "green", "blue")
+STRIP_PIXELS = 4_000_000  # source pixels per band read at once: bounds memory on any scene
+
+
+def block_means(scene: Scene, factor: int) -> np.ndarray:
+    """Mean of the valid pixels in each ``factor`` x ``factor`` block (NaN where none), read
+    in full-resolution strips: much faster than GDAL's decimated reads of compressed tiles."""
+    height, width = scene.height // factor, scene.width // factor
+    out = np.full((len(scene.bands), max(height, 1), max(width, 1)), np.nan, np.float32)
+    rows = max(1, STRIP_PIXELS // (factor * factor * max(width, 1)))
+    for top in range(0, height, rows):
+        count = min(rows, height - top)
+        window = Window(0, top * factor, width * factor, count * factor)
+        values, nodata = scene.read(window)
+        valid = (~nodata).reshape(count, factor, width, factor).sum(axis=(1, 3))
+        total = np.where(nodata, 0, values).astype(np.float32)
+        total = total.reshape(len(values), count, factor, width, factor).sum(axis=(2, 4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, top:top + count] = np.where(valid > 0, total / valid, np.nan)
+    return out
 
 
 def render_quicklook(
@@ -26,16 +47,16 @@ def render_quicklook(
     max_size: int = 1024,
     title: str | None = None,
 ) -> Path:
-    """Write a PNG (2-98 % stretch, decimated read so memory is bounded by ``max_size``)."""
+    """Write a PNG (2-98 % stretch) of the scene averaged down to at most ``max_size`` px."""
     output = Path(output)
     with Scene(scene_path, RGB, sensor=sensor, band_names=band_names) as scene:
-        scale = max(1.0, max(scene.width, scene.height) / max_size)
-        shape = (max(1, round(scene.height / scale)), max(1, round(scene.width / scale)))
-        values, nodata = scene.read(out_shape=shape)
-        extent = (scene.bounds.left, scene.bounds.right, scene.bounds.bottom, scene.bounds.top)
+        factor = max(1, math.ceil(max(scene.width, scene.height) / max_size))
+        rgb = block_means(scene, factor)
+        shape = rgb.shape[1:]
+        transform = scene.transform
+        extent = (transform.c, transform.c + shape[1] * factor * transform.a,
+                  transform.f + shape[0] * factor * transform.e, transform.f)
         crs = scene.crs
-    rgb = values.astype(np.float32)
-    rgb[:, nodata] = np.nan
     low, high = np.nanpercentile(rgb, (2, 98), axis=(1, 2), keepdims=True)
     rgb = np.clip((rgb - low) / np.maximum(high - low, 1e-9), 0, 1).transpose(1, 2, 0)
     rgb = np.nan_to_num(rgb, nan=1.0)

@@ -43,3 +43,20 @@ def test_bench_predict_runs_on_small_scenes(tmp_path):
     assert speed["ratio"] == pytest.approx(speed["end_to_end"] / speed["bare"])
     assert set(figures["memory_mb"]) == {300, 600}
     assert all(100 < mb < 4000 for mb in figures["memory_mb"].values())
+
+
+def test_block_means_average_valid_pixels_only(tmp_path):
+    from fakes import write_geotiff
+    from rts_ssl.data.scenes import Scene
+    from rts_ssl.quicklook import RGB, block_means
+
+    array = np.arange(3 * 7 * 6, dtype=np.uint16).reshape(3, 7, 6) + 1
+    array[:, 0, 0] = 0  # nodata
+    array[:, 2:4, 4:6] = 0  # a whole block of nodata
+    path = write_geotiff(tmp_path / "s.tif", array, descriptions=RGB)
+    with Scene(path, RGB) as scene:
+        means = block_means(scene, 2)
+    assert means.shape == (3, 3, 3)  # the 7th row is cropped
+    assert means[0, 0, 0] == pytest.approx(np.mean([2, 7, 8]))
+    assert means[2, 1, 1] == pytest.approx(array[2, 2:4, 2:4].mean())
+    assert np.isnan(means[:, 1, 2]).all()

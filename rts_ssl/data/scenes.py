@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -141,17 +139,10 @@ class Scene:
             self.close()
             raise
 
-    def read(
-        self, window: Window | None = None, out_shape: tuple[int, int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels of the requested bands (nodata set to 0) and a boolean nodata mask.
-
-        ``out_shape`` reads decimated (averaged) pixels, e.g. for quicklooks.
-        """
-        shape = None if out_shape is None else (len(self.bands), *out_shape)
+    def read(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of the requested bands (nodata set to 0) and a boolean nodata mask."""
         try:
-            data = self._src.read(self.selection.indexes, window=window, masked=True,
-                                  out_shape=shape, resampling=Resampling.average)
+            data = self._src.read(self.selection.indexes, window=window, masked=True)
         except (RasterioError, OSError) as err:
             raise InputError(self.path, f"cannot read pixels ({_first_line(err)})") from None
         nodata = np.ma.getmaskarray(data).any(axis=0)
@@ -169,8 +160,7 @@ class Scene:
         """All requested bands in order (float32): file bands, then terrain on their grid."""
         window = window or Window(0, 0, self.width, self.height)
         height, width = values.shape[1:]
-        transform = self._src.window_transform(window) * Affine.scale(
-            window.width / width, window.height / height)
+        transform = self._src.window_transform(window)
         layers = self.terrain.read(self._derived, self.crs, transform, (height, width))
         merged = np.empty((len(self.bands), height, width), np.float32)
         file_index = iter(range(len(values)))
