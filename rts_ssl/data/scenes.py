@@ -21,7 +21,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from rts_ssl.data.sensors import band_indexes, get_sensor
-from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource
+from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource, open_dem
 from rts_ssl.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -224,9 +224,7 @@ def dem_for_scene(spec: str | Path | Sequence[str | Path], scene: Scene) -> Path
     date = scene.acquisition_date()
     ranked = []
     for path in candidates:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(path, "DEM has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+        with open_dem(path) as src:
             left, bottom, right, top = transform_bounds(src.crs, scene.crs, *src.bounds)
         s = scene.bounds
         overlap = (max(0.0, min(right, s.right) - max(left, s.left))

@@ -35,12 +35,16 @@ def slope_degrees(elevation: np.ndarray, dx: np.ndarray | float, dy: float) -> n
     return np.degrees(np.arctan(np.hypot(gx, gy)))
 
 
+def aspect_radians(elevation: np.ndarray, dx: np.ndarray | float, dy: float) -> np.ndarray:
+    """Direction the slope faces (downslope), radians clockwise from north."""
+    return _facing(*_gradients(elevation, dx, dy))
+
+
 def hillshade(elevation: np.ndarray, dx: np.ndarray | float, dy: float,
               azimuth: float = SUN_AZIMUTH, altitude: float = SUN_ALTITUDE) -> np.ndarray:
     """Illumination 0-1 of the terrain by a sun at ``azimuth``/``altitude`` (degrees)."""
     gx, gy = _gradients(elevation, dx, dy)
-    slope = np.arctan(np.hypot(gx, gy))
-    aspect = np.arctan2(-gx, -gy)  # direction the slope faces, clockwise from north
+    slope, aspect = np.arctan(np.hypot(gx, gy)), _facing(gx, gy)
     zenith, sun = np.radians(90.0 - altitude), np.radians(azimuth)
     shade = (np.cos(zenith) * np.cos(slope)
              + np.sin(zenith) * np.sin(slope) * np.cos(sun - aspect))
@@ -86,19 +90,25 @@ def pixel_spacing_m(src, window: Window) -> tuple[np.ndarray | float, float]:
     return dx[:, None], res_y * METRES_PER_DEGREE_LAT
 
 
+def open_dem(path: str | Path):
+    """An open DEM dataset; unreadable files and DEMs without a CRS are one-line errors."""
+    try:
+        src = rasterio.open(path)
+    except (RasterioError, OSError) as err:
+        raise InputError(path, f"not a readable DEM GeoTIFF ({err})") from None
+    if src.crs is None:
+        src.close()
+        raise InputError(path, "DEM has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+    return src
+
+
 class TerrainSource:
     """A DEM GeoTIFF that produces terrain layers on any target grid."""
 
     def __init__(self, path: str | Path, radius_m: float = RADIUS_M) -> None:
         self.path = Path(path)
         self.radius_m = radius_m
-        try:
-            self._src = rasterio.open(self.path)
-        except (RasterioError, OSError) as err:
-            raise InputError(self.path, f"not a readable DEM GeoTIFF ({err})") from None
-        if self._src.crs is None:
-            self._src.close()
-            raise InputError(self.path, "DEM has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+        self._src = open_dem(self.path)
 
     def read(self, layers: Sequence[str], crs: CRS, transform, shape: tuple[int, int]
              ) -> np.ndarray:
@@ -146,6 +156,11 @@ def _gradients(elevation, dx, dy) -> tuple[np.ndarray, np.ndarray]:
     """d(elevation)/d(east) and d(elevation)/d(north) in m/m (rows run southwards)."""
     gy, gx = np.gradient(elevation)
     return gx / dx, -gy / dy
+
+
+def _facing(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Downslope direction, radians clockwise from north, from east/north gradients."""
+    return np.arctan2(-gx, -gy)
 
 
 def _box_sum(values: np.ndarray, ry: int, rx: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import rasterio
 
+from rts_ssl.data.terrain import METRES_PER_DEGREE_LON
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
 from rts_ssl.inference.predict import Prediction, outputs_for, predict_scenes
@@ -82,7 +83,7 @@ def _monitoring_crs(first_scene: Path):
         if not src.crs.is_geographic:
             return src.crs, abs(src.transform.a) * src.crs.linear_units_factor[1]
         corner = gpd.GeoSeries.from_xy([src.bounds.left], [src.bounds.bottom], crs=src.crs)
-        return corner.estimate_utm_crs(), abs(src.transform.a) * 111_320.0
+        return corner.estimate_utm_crs(), abs(src.transform.a) * METRES_PER_DEGREE_LON
 
 
 def _write(output: Path, result: Monitoring) -> None:

@@ -19,11 +19,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.features import rasterize
 from rasterio.warp import calculate_default_transform, reproject
 
-from rts_ssl.data.terrain import slope_degrees
+from rts_ssl.data.terrain import aspect_radians, open_dem, slope_degrees
 from rts_ssl.errors import InputError
 
 NMAD_SCALE = 1.4826  # NMAD of a normal distribution equals its standard deviation
@@ -59,10 +58,10 @@ def nmad(values: np.ndarray) -> float:
 
 def read_dem_pair(before: Path, after: Path) -> tuple[np.ndarray, np.ndarray, Grid]:
     """Both DEMs (float64, NaN = nodata) on the first DEM's grid, or UTM if it is geographic."""
-    with _open_dem(before) as src:
+    with open_dem(before) as src:
         grid = _metric_grid(src)
         first = _resample(src, grid)
-    with _open_dem(after) as src:
+    with open_dem(after) as src:
         second = _resample(src, grid)
     if not np.any(np.isfinite(first) & np.isfinite(second)):
         raise InputError(after, f"does not overlap {before} (no pixel valid in both DEMs)")
@@ -75,7 +74,7 @@ def coregister(before: np.ndarray, after: np.ndarray, stable: np.ndarray, grid: 
     onto ``before`` using the ``stable`` pixels; NaN where either DEM has no data."""
     res = abs(grid.transform.a)
     slope = np.radians(slope_degrees(before, res, abs(grid.transform.e)))
-    aspect = _aspect(before, res, abs(grid.transform.e))
+    aspect = aspect_radians(before, res, abs(grid.transform.e))
     east = north = 0.0
     moved = after
     for _ in range(iterations):
@@ -142,17 +141,6 @@ def registration_dict(registration: Coregistration) -> dict:
             asdict(registration).items()}
 
 
-def _open_dem(path: Path):
-    try:
-        src = rasterio.open(path)
-    except (RasterioError, OSError) as err:
-        raise InputError(path, f"not a readable DEM GeoTIFF ({err})") from None
-    if src.crs is None:
-        src.close()
-        raise InputError(path, "DEM has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
-    return src
-
-
 def _metric_grid(src) -> Grid:
     if not src.crs.is_geographic:
         return Grid(src.crs, src.transform, (src.height, src.width))
@@ -182,12 +170,6 @@ def _shifted(values: np.ndarray, grid: Grid, east: float, north: float) -> np.nd
               src_crs=grid.crs, src_nodata=np.nan, dst_transform=grid.transform,
               dst_crs=grid.crs, dst_nodata=np.nan, resampling=Resampling.bilinear)
     return out
-
-
-def _aspect(elevation: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """Direction the slope faces (downslope), radians clockwise from north."""
-    gy, gx = np.gradient(elevation)
-    return np.arctan2(-gx / dx, gy / dy)
 
 
 def _nuth_kaab_step(dh: np.ndarray, slope: np.ndarray, aspect: np.ndarray) -> tuple[float, float]:
