@@ -48,12 +48,6 @@ class Ensemble:
     fixed_size: bool  # ViTs only take their training input size
     dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
 
-    def open_scene(self, path: Path, band_names: list[str] | None = None,
-                   dem: str | Path | None = None) -> Scene:
-        """``path`` with the models' bands (terrain bands derived from ``dem``)."""
-        return Scene(path, self.bands, band_names=band_names, dem=dem,
-                     dem_radius_m=self.dem_radius_m)
-
     def window_size(self, requested: int | None) -> int:
         """The sliding-window size: ViTs need their input size; CNNs default to 256."""
         if self.fixed_size:
@@ -107,7 +101,9 @@ class Prediction:
     min_area_m2: float = 0.0
 
     def open_scene(self, path: Path) -> Scene:
-        return self.ensemble.open_scene(path, self.band_names, self.dem)
+        """``path`` with the models' bands (terrain bands derived from ``dem``)."""
+        return Scene(path, self.ensemble.bands, band_names=self.band_names, dem=self.dem,
+                     dem_radius_m=self.ensemble.dem_radius_m)
 
     @classmethod
     def from_config(cls, cfg) -> Prediction:

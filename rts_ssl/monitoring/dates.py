@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import rasterio
 import shapely
 from rasterio.features import geometry_mask, geometry_window
@@ -53,36 +52,25 @@ class DateRaster:
                 if cloud_band in src.descriptions:
                     self.cloud_band = src.descriptions.index(cloud_band) + 1
 
-    def valid_fraction(self, polygon: shapely.Geometry | None = None) -> float:
-        """Share of the polygon's pixels (default: the whole scene) with data and no cloud."""
-        valid, inside = self._read(polygon, lambda values: values != NODATA)
-        return float(valid[inside].mean()) if inside.any() else 0.0
-
-    def mean_probability(self, polygon: shapely.Geometry) -> float:
-        values, inside = self._read(polygon, lambda values: values)
-        usable = values[inside]
-        usable = usable[usable != NODATA]
-        return float(usable.mean() / SCALE) if usable.size else float("nan")
-
-    def _read(self, polygon, convert) -> tuple[np.ndarray, np.ndarray]:
+    def measure(self, polygon: shapely.Geometry) -> tuple[float, float]:
+        """Share of the polygon's pixels with data and no cloud, and its mean probability
+        (over the pixels with data), from one read of the window under it."""
         with rasterio.open(self.probability) as src:
-            if polygon is None:
-                window, geometry = None, None
-            else:
-                geometry = gpd.GeoSeries([polygon], crs=self.crs).to_crs(src.crs).iloc[0]
-                try:
-                    window = geometry_window(src, [geometry])
-                except rasterio.errors.WindowError:
-                    return np.zeros(0), np.zeros(0, bool)
-            values = convert(src.read(1, window=window))
-            transform = src.window_transform(window) if window else src.transform
-        if self.cloud_band is not None:
-            with rasterio.open(self.scene) as scene:
-                clouds = scene.read(self.cloud_band, window=window) > 0
-            values = values & ~clouds if values.dtype == bool else values
-        if geometry is None:
-            return values, np.ones(values.shape, bool)
+            geometry = gpd.GeoSeries([polygon], crs=self.crs).to_crs(src.crs).iloc[0]
+            try:
+                window = geometry_window(src, [geometry])
+            except rasterio.errors.WindowError:  # outside this scene
+                return 0.0, float("nan")
+            values = src.read(1, window=window)
+            transform = src.window_transform(window)
         inside = ~geometry_mask([geometry], values.shape, transform)
         if not inside.any():  # smaller than a pixel: the pixels it touches
             inside = ~geometry_mask([geometry], values.shape, transform, all_touched=True)
-        return values, inside
+        has_data = values != NODATA
+        visible = has_data
+        if self.cloud_band is not None:
+            with rasterio.open(self.scene) as scene:
+                visible = has_data & (scene.read(self.cloud_band, window=window) == 0)
+        probabilities = values[inside & has_data]
+        mean = float(probabilities.mean() / SCALE) if probabilities.size else float("nan")
+        return float(visible[inside].mean()) if inside.any() else 0.0, mean

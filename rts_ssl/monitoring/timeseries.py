@@ -58,11 +58,10 @@ def observations(tracks: Sequence[Track], rasters: Sequence[DateRaster], min_val
             if not dates[0] <= raster.date <= dates[-1]:
                 continue
             geometry = track.geometries.get(raster.date)
-            valid = raster.valid_fraction(geometry if geometry is not None else footprint)
+            valid, mean_prob = raster.measure(geometry if geometry is not None else footprint)
             rows.append({"slump_id": track.id, "date": raster.date,
                          "area_m2": geometry.area if geometry is not None else 0.0,
-                         "mean_prob": raster.mean_probability(geometry)
-                         if geometry is not None else float("nan"),
+                         "mean_prob": mean_prob if geometry is not None else float("nan"),
                          "valid_fraction": valid, "observed": valid >= min_valid,
                          "geometry": geometry if geometry is not None else footprint})
     columns = ["slump_id", "date", "area_m2", "mean_prob", "valid_fraction", "observed",
