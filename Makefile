@@ -11,14 +11,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main loop on the embedded synthetic scenes: prepare tiles, pretrain (short SimCLR),
-# fine-tune on 25 % of the labels, test on the held-out region, quicklook.
+# The main loop on the embedded synthetic scenes, into outputs/demo: prepare tiles, pretrain
+# (short SimCLR), fine-tune on 25 % of the labels (test = the held-out region yamal), then
+# map the held-out region: probability rasters, slump polygons, quicklooks with outlines.
+DEMO := outputs/demo
 demo: $(VENV)/.installed
 	$(PY) -m rts_ssl prepare
-	$(PY) -m rts_ssl pretrain
-	$(PY) -m rts_ssl finetune data.label_fraction=0.25 \
-		pretrained=$$(ls -td outputs/pretrain/*/*/encoder | head -n 1)
-	$(PY) -m rts_ssl quicklook output=outputs/quicklook.png
+	$(PY) -m rts_ssl pretrain hydra.run.dir=$(DEMO)/pretrain
+	$(PY) -m rts_ssl finetune pretrained=$(DEMO)/pretrain data.label_fraction=0.25 \
+		hydra.run.dir=$(DEMO)/finetune
+	$(PY) -m rts_ssl predict checkpoint=$(DEMO)/finetune/model output=$(DEMO)/predict \
+		'input=$${paths.cache_dir}/synthetic/planet-seed0-512px/scenes/yamal'
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

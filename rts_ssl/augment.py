@@ -76,3 +76,30 @@ def mae_input_transform(size: int) -> nn.Module:
         K.RandomVerticalFlip(),
         K.RandomRotation90(times=(0, 3)),
     )
+
+
+class SegmentationAugment(nn.Module):
+    """Fine-tuning views: per sample, the same random flips and 90-degree rotation of the
+    image and its label planes (exact: no resampling of labels), then per-band gain and
+    offset jitter of the image, the acquisition and product-level shifts between the
+    training regions and a new one."""
+
+    def __init__(self, band_gain: float = 0.1, band_offset: float = 0.1) -> None:
+        super().__init__()
+        self.jitter = BandJitter(band_gain, band_offset)
+
+    def forward(self, image: torch.Tensor, *planes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``image`` (B, C, H, W) and planes (B, H, W) of square crops, augmented alike."""
+        batch = len(image)
+        flips = torch.rand(batch, 2, device=image.device) < 0.5
+        turns = torch.randint(0, 4, (batch,), device=image.device)
+        out = []
+        for tensor in (image, *planes):
+            x = tensor if tensor.dim() == 4 else tensor.unsqueeze(1)
+            x = torch.where(flips[:, 0, None, None, None], x.flip(-1), x)
+            x = torch.where(flips[:, 1, None, None, None], x.flip(-2), x)
+            turned = [x, *(torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3))]
+            x = torch.stack(turned)[turns, torch.arange(batch, device=image.device)]
+            out.append(x if tensor.dim() == 4 else x.squeeze(1))
+        out[0] = self.jitter(out[0])
+        return tuple(out)

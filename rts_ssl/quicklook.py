@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -42,14 +43,17 @@ def render_quicklook(
     scene_path: str | Path,
     output: str | Path,
     polygons: gpd.GeoDataFrame | None = None,
-    band_names: list[str] | None = None,
-    sensor: str | None = None,
+    scene_options: Mapping | None = None,
     max_size: int = 1024,
     title: str | None = None,
 ) -> Path:
-    """Write a PNG (2-98 % stretch) of the scene averaged down to at most ``max_size`` px."""
+    """Write a PNG (2-98 % stretch) of the scene averaged down to at most ``max_size`` px.
+
+    ``scene_options``: how to read the scene (``Scene`` keywords, e.g. band names, offset).
+    """
     output = Path(output)
-    with Scene(scene_path, RGB, sensor=sensor, band_names=band_names) as scene:
+    options = {k: v for k, v in (scene_options or {}).items() if k not in ("dem", "auxiliary")}
+    with Scene(scene_path, RGB, **options) as scene:
         factor = max(1, math.ceil(max(scene.width, scene.height) / max_size))
         rgb = block_means(scene, factor)
         shape = rgb.shape[1:]

@@ -19,13 +19,14 @@ def write_geotiff(
     resolution: float = 3.0,
     nodata: float | None = 0,
     descriptions: tuple[str, ...] | None = ("blue", "green", "red", "nir"),
+    origin: tuple[float, float] = ORIGIN,
     **profile,
 ) -> Path:
-    """Write ``array`` (bands, rows, cols) as a GeoTIFF."""
+    """Write ``array`` (bands, rows, cols) as a GeoTIFF, top-left corner at ``origin``."""
     count, height, width = array.shape
     with rasterio.open(
         path, "w", driver="GTiff", width=width, height=height, count=count, dtype=array.dtype,
-        crs=crs, transform=from_origin(*ORIGIN, resolution, resolution), nodata=nodata,
+        crs=crs, transform=from_origin(*origin, resolution, resolution), nodata=nodata,
         **profile,
     ) as dst:
         dst.write(array)
@@ -94,3 +95,12 @@ def cone_dem(size: int = 101, slope_deg: float = 30.0, resolution: float = 2.0,
     rows, cols = np.mgrid[:size, :size] - (size - 1) / 2
     radius_m = np.hypot(rows, cols) * resolution
     return (top - np.tan(np.radians(slope_deg)) * radius_m)[None].astype(np.float32)
+
+
+def write_chip(path: Path, array: np.ndarray) -> Path:
+    """A chip image without georeference (JPEG or PNG by suffix): ``array`` (C, H, W) uint8."""
+    from PIL import Image
+
+    planes = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    Image.fromarray(np.ascontiguousarray(planes)).save(path, quality=95)
+    return path

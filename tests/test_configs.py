@@ -1,5 +1,6 @@
 """Every primary config composes with every data / ssl / encoder option (no stale keys)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,51 @@ def test_primary_configs_compose_with_every_data_config(command, data):
     assert {"label_fraction", "label_count", "prepared"} <= set(resolved)
 
 
+NETWORKS = sorted(p.stem for p in (CONF / "encoder").glob("*.yaml") if p.stem != "spectral_rule")
+
+
 @pytest.mark.parametrize("ssl", ["simclr", "mae"])
-@pytest.mark.parametrize("encoder", sorted(p.stem for p in (CONF / "encoder").glob("*.yaml")))
+@pytest.mark.parametrize("encoder", NETWORKS)
 def test_pretrain_sweep_options_compose(ssl, encoder):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("pretrain", overrides=[f"ssl={ssl}", f"encoder={encoder}", "trainer=ddp"])
     assert cfg.ssl.task._target_.endswith(("SimCLRTask", "MAETask"))
     assert cfg.trainer.strategy == "ddp" and cfg.encoder.timm_name
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_for_every_command_it_names(experiment):
+    """Each command an experiment's header names composes with it; a label-efficiency
+    experiment's `pretrain` sweeps its recipes into the folders its curve entries read."""
+    header = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    commands = set(re.findall(r"python -m rts_ssl (\w+) experiment=", header))
+    assert commands, "the header names the commands that run the experiment"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for command in commands - {"pretrain", "curve"}:
+            cfg = compose(command, overrides=[f"experiment={experiment}"])
+            OmegaConf.to_container(cfg, resolve=False)
+        if "pretrain" not in commands:
+            return
+        pretrain = compose("pretrain", overrides=[f"experiment={experiment}"],
+                           return_hydra_config=True)
+        params = dict(pretrain.hydra.sweeper.params)
+        assert pretrain.hydra.mode.name == "MULTIRUN"
+        jobs = []
+        for recipe in params.pop("+recipe").split(","):
+            overrides = [f"experiment={experiment}", f"+recipe={recipe}",
+                         *(f"{k}={v}" for k, v in params.items())]
+            job = compose("pretrain", overrides=overrides, return_hydra_config=True)
+            assert job.encoder.patch_size or job.ssl.name != "mae"  # MAE needs a ViT
+            jobs.append(f"{job.hydra.sweep.dir}/{job.ssl.name}-{job.encoder.name}")
+            OmegaConf.to_container(job.data, resolve=True)
+        curve = compose("curve", overrides=[f"experiment={experiment}"])
+        pretrained = [e.pretrained for e in curve.entries.values()
+                      if e is not None and e.pretrained not in (None, "none")]
+        assert pretrained and set(pretrained) <= set(jobs)
+        assert curve.output.startswith(curve.experiment_dir) and curve.folds
+        for entry in [e for e in curve.entries.values() if e is not None]:
+            compose("finetune", overrides=[f"experiment={experiment}",
+                                           *(entry.get("finetune") or [])])

@@ -109,3 +109,45 @@ def test_results_from_a_wandb_group(monkeypatch):
     results = tracking.finetune_results("me/rts_ssl/g")
     assert len(results) == len(results_table())
     assert area_under_curve(aggregate(results))["simclr"] == pytest.approx(0.4)
+
+
+def test_folds_are_averaged_per_seed_and_areas_get_intervals():
+    rows = []
+    for fold, shift in (("north", 0.1), ("south", -0.1)):
+        for fraction in (0.1, 1.0):
+            for seed in range(3):
+                value = 0.5 + shift + 0.1 * np.log10(fraction) + 0.01 * seed
+                rows.append({"pretrained": "a", "label_fraction": fraction, "seed": seed,
+                             "test_regions": fold, "test/iou": value})
+    curve = aggregate(pd.DataFrame(rows))
+    at_one = curve[curve["label_fraction"] == 1.0].iloc[0]
+    assert at_one["folds"] == 2 and at_one["seeds"] == 3
+    assert at_one["iou_mean"] == pytest.approx(0.51)  # folds cancel; seeds 0, .01, .02
+    assert at_one["iou_std"] == pytest.approx(0.01)  # spread over seeds, not folds
+    # per seed: area = mean of 0.4 + s and 0.5 + s; mean over seeds 0.46, std 0.01
+    assert curve["auc_iou"].iloc[0] == pytest.approx(0.46)
+    assert curve["auc_iou_ci95"].iloc[0] == pytest.approx(4.303 * 0.01 / np.sqrt(3))
+    assert rank_checkpoints(curve).loc[0, "auc_iou_ci95"] == pytest.approx(
+        4.303 * 0.01 / np.sqrt(3))
+
+
+def test_cli_curve_entries_and_folds(fake_data, tmp_path):
+    from test_pretrain import write_data_config
+
+    cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir",
+           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
+           "pretrained=[]", "+entries.rule.pretrained=none",
+           "+entries.rule.finetune=['encoder=spectral_rule']", "folds=[[east],[west]]",
+           "fractions=[1.0]", "seeds=[0,1]", "logger.mode=disabled",
+           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
+           "'input_size=32','split.val_fraction=0.5']"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "curve" / "fake"
+    cells = sorted(p.parent.relative_to(out / "cells").as_posix()
+                   for p in out.glob("cells/*/*/*/result.json"))
+    assert cells == ["rule/test-east/f1.0_s0", "rule/test-east/f1.0_s1",
+                     "rule/test-west/f1.0_s0", "rule/test-west/f1.0_s1"]
+    curve = pd.read_csv(out / "curve.csv")
+    assert curve[["pretrained", "folds", "seeds"]].values.tolist() == [["rule", 2, 2]]
+    assert {"precision_mean", "object_fp_per_100km2_mean", "auc_iou_ci95"} <= set(curve)

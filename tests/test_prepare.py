@@ -122,7 +122,7 @@ def test_bad_scene_is_skipped_and_reported(tmp_path, caplog):
         ({"bands": ["blue", "B11"]}, r"band B11 not found"),
         ({"labels": "EMPTY"}, r"empty\.gpkg: holds no polygons"),
         ({"labels": "FAR"}, r"far\.gpkg: none of its 1 polygons touches a scene"),
-        ({"scenes": "NOCRS"}, r"nocrs\.tif: has no CRS"),
+        ({"scenes": "NOCRS"}, r"nocrs\.tif: has no georeference \(no CRS\): set data\.pixel"),
     ],
 )
 def test_bad_inputs_fail_with_one_line_and_nothing_written(tmp_path, change, message):

@@ -1,8 +1,11 @@
 """``python -m rts_ssl curve pretrained=[A,B,none] fractions=[...] seeds=[0,1,2]``.
 
-Runs the label-efficiency grid as one Hydra multirun of ``finetune`` per checkpoint (cells
-land in ``<output>/cells/<checkpoint>/f<fraction>_s<seed>``; finished cells are skipped, so
-an interrupted curve resumes), then aggregates and writes ``curve.csv`` + ``curve.png``.
+Runs the label-efficiency grid, entries x folds x fractions x seeds, as one Hydra multirun of
+``finetune`` per entry and fold (cells land in
+``<output>/cells/<entry>/<fold>/f<fraction>_s<seed>``; finished cells are skipped, so an
+interrupted curve resumes), then aggregates and writes ``curve.csv`` + ``curve.png``.
+An entry is a checkpoint and its own fine-tuning overrides (e.g. other bands, or
+``encoder=spectral_rule`` for the rule baseline); a fold is a set of held-out test regions.
 """
 
 from __future__ import annotations
@@ -19,67 +22,85 @@ from omegaconf import DictConfig, OmegaConf
 from rts_ssl import tracking
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import aggregate, area_under_curve, collect_results, plot_curves
+from rts_ssl.evaluation.curves import aggregate, collect_results, plot_curves
 from rts_ssl.models.export import read_info
-from rts_ssl.models.pretrained import resolve_pretrained
+from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
 
 log = logging.getLogger(__name__)
-CURVE_KEYS = ("pretrained", "fractions", "seeds", "finetune", "output")
+CURVE_KEYS = ("pretrained", "entries", "folds", "fractions", "seeds", "finetune", "output")
 
 
 def run(cfg: DictConfig) -> None:
     output = Path(cfg.output)
-    names = checkpoint_names(cfg)
-    for ref, name in names.items():
-        _run_cells(cfg, ref, name, output)
+    entries = curve_entries(cfg)
+    folds = [list(fold) for fold in cfg.folds] if cfg.folds else [None]
+    for name, (ref, overrides) in entries.items():
+        for fold in folds:
+            _run_cells(cfg, name, ref, overrides, fold, output)
     results = collect_results(output / "cells")
-    curve = aggregate(results)
-    areas = area_under_curve(curve)
-    curve["auc_iou"] = curve["pretrained"].map(areas)
+    curve = aggregate(results[results["pretrained"].isin(list(entries))])
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     plot_curves(curve, output / "curve.png")
     _log_summary(cfg, curve, output)
-    for name, area in areas.sort_values(ascending=False).items():
-        log.info("%-40s area under IoU curve %.3f", name, area)
+    areas = curve.groupby("pretrained")[["auc_iou", "auc_iou_ci95"]].first()
+    for name, row in areas.sort_values("auc_iou", ascending=False).iterrows():
+        log.info("%-40s area under IoU curve %.3f +- %.3f", name, row["auc_iou"],
+                 row["auc_iou_ci95"])
     log.info("curve: %s and %s", output / "curve.csv", output / "curve.png")
 
 
-def checkpoint_names(cfg: DictConfig) -> dict[str, str]:
-    """A short, unique label per checkpoint (``<ssl>-<encoder>-<data>`` or ``random-...``)."""
-    names: dict[str, str] = {}
-    for ref in cfg.pretrained:
-        source = resolve_pretrained(ref, cfg.paths.cache_dir)
-        if source is None:
-            name = f"random-{cfg.encoder.name}"
-        else:
-            info = read_info(source)
-            name = f"{info['ssl']}-{info['architecture']['name']}-{info['data']}"
-        while name in names.values():
+def curve_entries(cfg: DictConfig) -> dict[str, tuple[str, list[str]]]:
+    """Entry name -> (pretrained reference, fine-tuning overrides): the named ``entries``,
+    and one per ``pretrained`` reference named after its encoder."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    for ref in cfg.pretrained or []:
+        name = _checkpoint_name(str(ref), cfg)
+        while name in entries:
             name += "+"
-        names[str(ref)] = name
-    return names
+        entries[name] = (str(ref), [])
+    for name, entry in (cfg.entries or {}).items():
+        if entry is not None:  # null removes an entry an experiment inherited
+            entries[str(name)] = (str(entry.get("pretrained") or "none"),
+                                  [str(o) for o in entry.get("finetune") or []])
+    if not entries:
+        raise InputError("curve", "name checkpoints: pretrained=[...] or entries={...}")
+    return entries
+
+
+def _checkpoint_name(ref: str, cfg: DictConfig) -> str:
+    """``<ssl>-<encoder>-<data>``, ``random-<encoder>`` or ``torchgeo-<weights>``."""
+    if ref in NONE:
+        return f"random-{cfg.encoder.name}"
+    if ref.startswith(TORCHGEO):
+        return f"torchgeo-{ref.removeprefix(TORCHGEO)}"
+    info = read_info(resolve_pretrained(ref, cfg.paths.cache_dir))
+    return f"{info['ssl']}-{info['architecture']['name']}-{info['data']}"
 
 
 def _passthrough() -> list[str]:
     """The user's overrides and config dirs that also apply to every fine-tuning run."""
     hydra_cfg = HydraConfig.get()
-    overrides = [o for o in hydra_cfg.overrides.task if o.split("=")[0].lstrip("+~")
-                 not in CURVE_KEYS]
+    overrides = [o for o in hydra_cfg.overrides.task
+                 if o.split("=")[0].lstrip("+~").split(".")[0] not in CURVE_KEYS]
     dirs = [s.path.removeprefix("file://") for s in hydra_cfg.runtime.config_sources
             if s.provider == "command-line"]
     return [arg for d in dirs for arg in ("--config-dir", d)] + overrides
 
 
-def _run_cells(cfg: DictConfig, ref: str, name: str, output: Path) -> None:
+def _run_cells(cfg: DictConfig, name: str, ref: str, overrides: list[str],
+               fold: list[str] | None, output: Path) -> None:
     fractions = ",".join(str(f) for f in cfg.fractions)
     seeds = ",".join(str(s) for s in cfg.seeds)
+    fold_args = [f"split.test_regions=[{','.join(fold)}]"] if fold else []
+    fold_dir = "test-" + "+".join(fold) if fold else "default"
     command = [sys.executable, "-m", "rts_ssl", "finetune", "--multirun", *_passthrough(),
                f"pretrained={ref}", f"pretrained_name={name}", "skip_done=true",
                f"data.label_fraction={fractions}", f"seed={seeds}",
-               f"hydra.sweep.dir={output / 'cells' / name}",
-               "hydra.sweep.subdir=f${data.label_fraction}_s${seed}", *cfg.finetune]
-    log.info("curve cells for %s: %d fractions x %d seeds", name, len(cfg.fractions),
-             len(cfg.seeds))
+               f"hydra.sweep.dir={output / 'cells' / name / fold_dir}",
+               "hydra.sweep.subdir=f${data.label_fraction}_s${seed}", "hydra.sweeper.params=null",
+               *cfg.finetune, *overrides, *fold_args]
+    log.info("curve cells for %s, fold %s: %d fractions x %d seeds", name, fold_dir,
+             len(cfg.fractions), len(cfg.seeds))
     if subprocess.run(command).returncode != 0:
         raise InputError(name, "a fine-tuning run of the curve failed (see its log above)")
 

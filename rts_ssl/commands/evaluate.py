@@ -22,11 +22,11 @@ def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
     mask = Path(cfg.mask)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
-    labels = load_labels(mask)
+    labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
     pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
     for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
         pixels, objects = evaluate_scene(scene, reference, prediction, labels,
-                                         cfg.iou_threshold, pooled_pixels)
+                                         cfg.iou_threshold, pooled_pixels, cfg.mask_threshold)
         pooled_objects.merge(objects)
         per_scene[scene.name] = _summary(pixels, objects)
     result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,

@@ -12,12 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
 from rts_ssl.data.datamodule import TileDataModule
+from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.models.export import export_model, read_info, read_weights, require_bands
-from rts_ssl.models.finetune import SegmentationTask
+from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
+from rts_ssl.models.spectral_rule import SpectralRule
 from rts_ssl.training import build_trainer
 
 log = logging.getLogger(__name__)
@@ -31,29 +33,40 @@ def run(cfg: DictConfig) -> None:
         return
     pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    source = resolve_pretrained(cfg.pretrained, cfg.paths.cache_dir)
+    source = resolve_pretrained(cfg.pretrained, cfg.paths.cache_dir, data["bands"],
+                                cfg.input_size)
     info = read_info(source) if source else None
     if info:
         require_bands(info, data["bands"], source)
         encoder = dict(info["architecture"])
+        if not encoder.get("patch_size"):  # CNNs take any crop; ViTs keep their input size
+            encoder["img_size"] = cfg.input_size
         checkpoint = cfg.pretrained_name or f"{info['ssl']}-{encoder['name']}-{info['data']}"
     else:
         encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),
                    "img_size": cfg.input_size}
-        checkpoint = cfg.pretrained_name or f"random-{encoder['name']}"
+        checkpoint = cfg.pretrained_name or (encoder["name"] if encoder["name"] == SpectralRule.name
+                                             else f"random-{encoder['name']}")
     count = data.get("label_count")
     fraction = None if count else data.get("label_fraction")
     fields = {"pretrained": checkpoint, "ssl": info["ssl"] if info else "none",
               "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
-              "seed": cfg.seed, "mode": cfg.mode}
+              "seed": cfg.seed, "mode": cfg.mode,
+              "test_regions": ",".join(cfg.split.test_regions or [])}
     datamodule = TileDataModule(
         data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         patch_size=encoder["img_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
-        balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed})
+        balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
+        eval_patch_size=encoder["img_size"] if encoder.get("patch_size") else None)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = SegmentationTask(encoder, mode=cfg.mode, iou_threshold=cfg.iou_threshold,
-                            pixel_area_m2=datamodule.pixel_area_m2, **cfg.head)
+    options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
+               "pixel_area_m2": datamodule.pixel_area_m2, **cfg.head}
+    if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
+        task = SpectralRuleTask(encoder, datamodule.bands,
+                                datamodule.datasets["train"].stats.to_dict(), **options)
+    else:
+        task = SegmentationTask(encoder, **options)
     if source:
         load_backbone(task.net, read_weights(source), str(source))
     name = tracking.run_name("finetune", checkpoint, data["name"],
@@ -65,7 +78,9 @@ def run(cfg: DictConfig) -> None:
         trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/f1", mode="max")
         trainer.fit(task, datamodule=datamodule)
         callback = trainer.checkpoint_callback
-        selected = {"val/f1": float(callback.best_model_score or float("nan"))}
+        # a fitted rule takes no optimiser steps, so no best checkpoint: its last epoch
+        best = callback.best_model_score or trainer.callback_metrics.get("val/f1")
+        selected = {"val/f1": float("nan") if best is None else float(best)}
         tested = trainer.test(task, datamodule=datamodule, ckpt_path=callback.best_model_path
                               or None, verbose=False)[0]
         if trainer.is_global_zero:
@@ -87,6 +102,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
         "input_size": task.spec.img_size, "threshold": round(float(task.threshold), 4),
         "pretrained_from": str(source) if source else None, "data": data["name"],
         "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
+        "auxiliary": used_auxiliary(data, datamodule.bands),
         "train_tiles": len(datamodule.datasets["train"]), "metrics": metrics, **fields,
     }
     directory = export_model(run_dir / "model", task.net, task.spec, metadata)

@@ -11,6 +11,7 @@ from rts_ssl.data.scenes import find_scenes
 from rts_ssl.inference.predict import Prediction, predict_scenes
 
 log = logging.getLogger(__name__)
+LISTED = 20  # up to this many scenes, every output file is printed
 
 
 def run(cfg: DictConfig) -> None:
@@ -20,3 +21,9 @@ def run(cfg: DictConfig) -> None:
     log.info("predicted %d scenes (%d already done, %d failed): %d slumps, %.0f m^2 -> %s",
              summary.done, summary.skipped, len(summary.failed), summary.slumps,
              summary.area_m2, cfg.output)
+    if len(summary.results) <= LISTED:
+        for result in summary.results:
+            print(f"{result.scene}: {result.slumps} predicted slumps")
+            for kind, path in zip(("probability", "polygons", "quicklook"), result.outputs,
+                                  strict=True):
+                print(f"  {kind:<12} {path}")

@@ -26,6 +26,7 @@ def run(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = TileDataModule(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                 patch_size=cfg.input_size, split=cfg.split,
+                                eval_patch_size=cfg.input_size,
                                 samples_per_epoch=cfg.samples_per_epoch,
                                 temporal_positives=cfg.ssl.temporal_positives)
     encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),

@@ -20,7 +20,6 @@ def run(cfg: DictConfig) -> None:
         index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer))
         with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
-    out = render_quicklook(scene_path, cfg.output, polygons, band_names=data.get("band_names"),
-                           sensor=data.get("sensor"))
+    out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))
     log.info("quicklook of %s with %d polygons -> %s", scene_path,
              0 if polygons is None else len(polygons), out)

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 class TileDataModule(pl.LightningDataModule):
     """Train/val/test tiles of one data config (``conf/data/*.yaml``).
 
-    Train draws random crops; val and test cover every tile with a grid of crops.
+    Train draws random crops of ``patch_size``; val and test cover every tile with a grid of
+    crops of ``eval_patch_size`` (None: whole tiles, for networks that take any size: a
+    slump cut by a crop border would count as two objects).
     ``split`` holds :func:`~rts_ssl.data.splits.assign_splits` arguments (test regions,
     fractions, grouping column, seed). ``labels`` (fine-tuning) keeps labelled tiles only and
     draws the train labels with :func:`~rts_ssl.data.splits.label_subset` (``fraction`` or
@@ -43,12 +45,14 @@ class TileDataModule(pl.LightningDataModule):
         temporal_positives: bool = False,
         labels: Mapping | None = None,
         balance: float | None = None,
+        eval_patch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.data = dict(data)
         self.root = Path(self.data["prepared"])
         self.batch_size, self.num_workers = batch_size, num_workers
         self.patch_size = patch_size
+        self.eval_patch_size = eval_patch_size
         self.bands = list(bands or self.data["bands"])
         self.split_args = dict(split or {})
         self.prepare_workers = prepare_workers
@@ -82,9 +86,9 @@ class TileDataModule(pl.LightningDataModule):
                                            self.labels.get("count"), self.labels.get("seed", 0))
         for name, indices in chosen.items():
             train = name == "train"
-            self.datasets[name] = TileDataset(store, indices.to_numpy(), self.patch_size,
-                                              self.bands, self.temporal_positives and train,
-                                              grid=not train)
+            size = self.patch_size if train else self.eval_patch_size
+            self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
+                                              self.temporal_positives and train, grid=not train)
 
     @property
     def pixel_area_m2(self) -> float:

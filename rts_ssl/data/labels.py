@@ -16,13 +16,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
-import rasterio
 import shapely
 from pyproj import CRS
-from rasterio.errors import RasterioError
+from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from rts_ssl.data.coco import coco_polygons, load_coco
+from rts_ssl.data.rasters import GridRaster
 from rts_ssl.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,19 @@ def _zip_sources(archive: zipfile.ZipFile, prefix: str) -> list[str]:
     return sources
 
 
-def read_polygons(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
+def read_polygons(path: str | Path, layer: str | None = None,
+                  pixel_size_m: float | None = None) -> gpd.GeoDataFrame:
     """All polygons in a vector file (or zip of them), cleaned, in the first source's CRS.
 
     Columns are kept; a ``source`` column says which file (and layer) each row came from.
     A multi-layer file needs ``layer``: merging e.g. slumps with look-alikes would be wrong.
+    A COCO annotation file gives the polygons of chip images on their local pixel grid
+    (``pixel_size_m`` metres per pixel).
     """
+    coco = load_coco(path) if Path(path).is_file() else None
+    if coco is not None:
+        frame = coco_polygons(coco, path, pixel_size_m).assign(source=str(path))
+        return clean_polygons(frame, path)
     frames = [_read_source(path, source, layer) for source in vector_sources(path)]
     crs = frames[0].crs
     merged = pd.concat([f.to_crs(crs) for f in frames], ignore_index=True)
@@ -170,33 +178,34 @@ def find_mask(scene: Path, scenes_root: Path, masks_root: Path) -> Path | None:
     mirroring the scene's under ``masks_root``, else directly in ``masks_root``."""
     relative = scene.resolve().parent.relative_to(scenes_root.resolve())
     for folder in (masks_root / relative, masks_root):
-        for name in (f"{scene.stem}_mask.tif", f"{scene.stem}_mask.tiff", scene.name):
+        for name in (f"{scene.stem}_mask.tif", f"{scene.stem}_mask.tiff",
+                     f"{scene.stem}_mask{scene.suffix}", scene.name):
             if (folder / name).is_file():
                 return folder / name
     return None
 
 
 class RasterMask:
-    """A slump mask raster on a scene's grid (non-zero = slump, its nodata = unlabelled)."""
+    """A slump mask raster on a scene's grid: values above ``threshold`` are slump, the
+    mask's nodata is unlabelled. Lossy chip masks (JPEG) need a threshold (e.g. 127).
+    Masks without georeference take the scene's local grid (``pixel_size_m``)."""
 
-    def __init__(self, path: Path, scene) -> None:
-        self.path = Path(path)
-        try:
-            self._src = rasterio.open(self.path)
-        except (RasterioError, OSError) as err:
-            raise InputError(self.path, f"not a readable mask GeoTIFF ({err})") from None
-        src = self._src
-        if (src.width, src.height, src.transform) != (scene.width, scene.height,
-                                                      scene.transform):
-            self._src.close()
-            raise InputError(self.path, f"mask grid ({src.width}x{src.height}, {src.transform.a}"
-                             f" m) differs from the scene {scene.path.name}")
+    def __init__(self, path: Path, scene, threshold: float = 0,
+                 pixel_size_m: float | None = None) -> None:
+        self.path, self.threshold = Path(path), threshold
+        self._raster = GridRaster(self.path, scene, [1], Resampling.nearest, pixel_size_m,
+                                  what="mask")
+        if self._raster.resampled:
+            grid = self._raster.describe_grid()
+            self._raster.close()
+            raise InputError(self.path, f"mask grid ({grid}) differs from the scene "
+                             f"{scene.path.name}")
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(slump, labelled) booleans of a window."""
-        values = self._src.read(1, window=window, masked=True)
+        values = self._raster.read(window)[0]
         labelled = ~np.ma.getmaskarray(values)
-        return (values.filled(0) > 0) & labelled, labelled
+        return (values.filled(0) > self.threshold) & labelled, labelled
 
     def close(self) -> None:
-        self._src.close()
+        self._raster.close()

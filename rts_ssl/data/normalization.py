@@ -1,8 +1,11 @@
 """Per-band normalisation statistics computed from the data, and the one place they are applied.
 
-Statistics are robust: values are clipped to the 0.5-99.5 percentiles (estimated from a
-uniform sample of valid pixels) before the mean and standard deviation are accumulated
-over every valid pixel in float64. Nodata pixels never enter the statistics.
+Statistics are robust, so that snow, cloud and haze dates do not set the scale: the clipping
+range is the 0.5-99.5 percentile range narrowed to the median +- 8 robust standard
+deviations (1.4826 x the median absolute deviation), all estimated from a uniform sample of
+valid pixels; mean and standard deviation are then accumulated in float64 over every valid
+pixel inside that range. A series where a tenth of the dates are snow keeps the scale of
+tundra and slumps instead of stretching it to 0-9,000 DN. Nodata pixels never count.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from tqdm import tqdm
 
 SAMPLE_PER_TILE = 2048
 PERCENTILES = (0.5, 99.5)
+ROBUST_SPAN = 8.0  # clipping range at most median +- this many robust standard deviations
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,31 @@ def compute_band_stats(store, seed: int = 0) -> BandStats:
             samples.append(valid[:, pick].astype(np.float64))
     if not samples:
         raise ValueError(f"{store.root}: no valid pixels to compute band statistics from")
-    low, high = np.percentile(np.concatenate(samples, axis=1), PERCENTILES, axis=1)
+    sample = np.concatenate(samples, axis=1)
+    low, high = robust_range(sample)
     total = np.zeros(n_bands)
     total_sq = np.zeros(n_bands)
-    count = 0
+    count = np.zeros(n_bands)
     for i in tqdm(range(len(store)), desc="band statistics (2/2)", leave=False):
         image, masks = store.read(i)
-        valid = np.clip(image[:, masks[2] == 0].astype(np.float64), low[:, None], high[:, None])
-        total += valid.sum(axis=1)
-        total_sq += (valid**2).sum(axis=1)
-        count += valid.shape[1]
+        valid = image[:, masks[2] == 0].astype(np.float64)
+        inside = (valid >= low[:, None]) & (valid <= high[:, None])
+        total += np.where(inside, valid, 0).sum(axis=1)
+        total_sq += np.where(inside, valid**2, 0).sum(axis=1)
+        count += inside.sum(axis=1)
+    count = np.maximum(count, 1)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.where(std > 0, std, 1.0)
     as_tuple = lambda values: tuple(float(v) for v in values)  # noqa: E731
     return BandStats(tuple(store.bands), as_tuple(low), as_tuple(high), as_tuple(mean),
                      as_tuple(std))
+
+
+def robust_range(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band clipping range of a ``(bands, n)`` sample (see the module docstring)."""
+    low, median, high = np.percentile(sample, (PERCENTILES[0], 50, PERCENTILES[1]), axis=1)
+    spread = 1.4826 * np.median(np.abs(sample - median[:, None]), axis=1)
+    spread = np.where(spread > 0, spread, np.inf)  # constant bands keep the percentiles
+    return (np.maximum(low, median - ROBUST_SPAN * spread),
+            np.minimum(high, median + ROBUST_SPAN * spread))

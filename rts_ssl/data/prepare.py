@@ -36,6 +36,7 @@ from rts_ssl.data.labels import (
     read_polygons,
 )
 from rts_ssl.data.normalization import compute_band_stats
+from rts_ssl.data.rasters import is_local
 from rts_ssl.data.scenes import Scene, date_in, find_scenes, scene_options
 from rts_ssl.data.tiles import (
     FORMAT,
@@ -69,6 +70,7 @@ class SceneJob:
     crs: object = None
     bounds: tuple = ()
     error: str | None = None  # why the scene header could not be read
+    options: dict = field(default_factory=dict)  # the data config of the scene's source
 
 
 @dataclass
@@ -117,7 +119,7 @@ def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
     tiles_cfg = data["tiles"]
     context = multiprocessing.get_context("fork" if workers > 1 else None)
     with ProcessPoolExecutor(max(1, workers), mp_context=context) as pool:
-        futures = {pool.submit(prepare_scene, job, data, output): job for job in todo}
+        futures = {pool.submit(prepare_scene, job, output): job for job in todo}
         bar = tqdm(as_completed(futures), total=len(todo), desc="prepare scenes", unit="scene")
         for future in bar:
             job = futures[future]
@@ -147,17 +149,20 @@ def _assembled_count(output: Path, jobs: list[SceneJob]) -> int | None:
     return int(info["n_tiles"]) if same else None
 
 
-def prepare_scene(job: SceneJob, data: Mapping, output: Path) -> int:
+def prepare_scene(job: SceneJob, output: Path) -> int:
     """Write one scene's shard; returns the number of tiles dropped as mostly nodata."""
+    data = job.options
     tiles = data["tiles"]
     size, overlap = int(tiles["size"]), int(tiles["overlap"])
     with Scene(job.path, data["bands"], **scene_options(data)) as scene:
-        rows = tile_starts(scene.height, size, overlap)
-        cols = tile_starts(scene.width, size, overlap)
-        if not rows or not cols:
+        rows = tile_starts(scene.height, size, overlap) or [0]
+        cols = tile_starts(scene.width, size, overlap) or [0]
+        padding = 1 - min(scene.height, size) * min(scene.width, size) / size**2
+        if padding > float(tiles["max_nodata_fraction"]):
             raise InputError(job.path, f"is {scene.width}x{scene.height} px, smaller than "
                              f"the tile size {size} (set data.tiles.size)")
-        mask = RasterMask(job.mask, scene) if job.mask else None
+        mask = (RasterMask(job.mask, scene, float(data.get("mask_threshold") or 0),
+                           data.get("pixel_size_m")) if job.mask else None)
         writer = ShardWriter(output, job.key)
         try:
             dropped = _write_tiles(scene, job, writer, rows, cols, size, tiles, mask)
@@ -171,15 +176,28 @@ def prepare_scene(job: SceneJob, data: Mapping, output: Path) -> int:
     return dropped
 
 
+def _read_strip(scene: Scene, raster_mask: RasterMask | None, row: int, size: int):
+    """Pixels, nodata and mask planes of one tile row; a chip smaller than the tile is
+    padded with nodata to the tile size."""
+    height = min(size, scene.height - row)
+    window = rasterio.windows.Window(0, row, scene.width, height)
+    strip, nodata = scene.read(window)
+    planes = raster_mask.read(window) if raster_mask is not None else None
+    pad = ((0, size - height), (0, max(size - scene.width, 0)))
+    if any(p for _, p in pad):
+        strip = np.pad(strip, ((0, 0), *pad))
+        nodata = np.pad(nodata, pad, constant_values=True)
+        planes = None if planes is None else tuple(np.pad(p, pad) for p in planes)
+    return strip, nodata, planes
+
+
 def _write_tiles(scene: Scene, job: SceneJob, writer: ShardWriter, rows, cols, size,
                  tiles: Mapping, raster_mask: RasterMask | None = None) -> int:
     dropped = 0
     block = float(tiles["location_block_m"])
     polygons = job.polygons
     for row in rows:
-        window = rasterio.windows.Window(0, row, scene.width, size)
-        strip, strip_nodata = scene.read(window)
-        mask_strip = raster_mask.read(window) if raster_mask is not None else None
+        strip, strip_nodata, mask_strip = _read_strip(scene, raster_mask, row, size)
         for col in cols:
             nodata = strip_nodata[:, col:col + size]
             if nodata.mean() > float(tiles["max_nodata_fraction"]):
@@ -217,7 +235,8 @@ def _label_planes(job: SceneJob, polygons, bounds, transform, size):
     if not job.labelled:
         return np.zeros(shape, bool), np.zeros(shape, bool)
     box = shapely.box(*bounds)
-    hits = polygons.sindex.query(box, predicate="intersects") if len(polygons) else []
+    hits = (polygons.sindex.query(box, predicate="intersects") if len(polygons)
+            else np.zeros(0, int))
     mask = rasterize_polygons(polygons.geometry.values[np.sort(hits)], transform, shape) > 0
     if job.labelled_area is None:
         return mask, np.ones(shape, bool)
@@ -225,40 +244,81 @@ def _label_planes(job: SceneJob, polygons, bounds, transform, size):
 
 
 def _scene_jobs(data: Mapping) -> list[SceneJob]:
-    """Scene metadata (date, region, place), keys and their polygons, checked up front."""
-    paths = find_scenes(data["scenes"])
-    pattern = re.compile(data.get("pattern") or r"$^")
-    common = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
+    """Scene metadata (date, region, place), keys and their labels, checked up front.
+
+    ``data["sources"]`` (optional) pools several sources in one dataset: each entry
+    overrides keys of the data config (scenes, pattern, offset, labels, ...) for its scenes.
+    """
+    sources = [{**data, **source} for source in data.get("sources") or [{}]]
+    found = [find_scenes(source["scenes"]) for source in sources]
+    common = Path(os.path.commonpath([str(p.parent.resolve()) for paths in found
+                                      for p in paths]))
     jobs = []
-    for path in paths:
-        rel = path.resolve().relative_to(common).as_posix()
-        match = pattern.search(path.resolve().as_posix())
-        groups = {k: v for k, v in (match.groupdict() if match else {}).items() if v}
-        key = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.rsplit(".", 1)[0].replace("/", "__"))
-        job = SceneJob(path=path, key=key, image_id=groups.get("image_id", path.stem),
-                       date=date_in(groups.get("date")),
-                       region=groups.get("region") or data.get("region") or "default",
-                       place=groups.get("location", ""))
-        try:
-            with Scene(path, data["bands"], **scene_options(data)) as scene:
-                job.crs, job.bounds = scene.crs, tuple(scene.bounds)
-                job.date = job.date or scene.acquisition_date()
-        except InputError as err:
-            job.error = str(err)
-        jobs.append(job)
+    for source, paths in zip(sources, found, strict=True):
+        source_jobs = [_scene_job(path, common, source, _scene_table(source))
+                       for path in paths]
+        if source.get("labels") and source.get("masks"):
+            raise InputError("data", "set either labels (polygons) or masks (rasters), not both")
+        if source.get("labels"):
+            _attach_labels(source_jobs, source)
+        if source.get("masks"):
+            scenes_root = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
+            _attach_masks(source_jobs, scenes_root, Path(source["masks"]))
+        jobs += source_jobs
     _assign_places(jobs)
-    if data.get("labels") and data.get("masks"):
-        raise InputError("data", "set either labels (polygons) or masks (rasters), not both")
-    if data.get("labels"):
-        _attach_labels(jobs, data)
-    if data.get("masks"):
-        _attach_masks(jobs, common, Path(data["masks"]))
     return jobs
+
+
+def _scene_job(path: Path, common: Path, source: dict, table: dict[str, dict]) -> SceneJob:
+    """A scene's job: key, and region / place / date from the scene table, the path
+    pattern, else the file (date) and ``data.region``."""
+    rel = path.resolve().relative_to(common).as_posix()
+    match = re.compile(source.get("pattern") or r"$^").search(path.resolve().as_posix())
+    groups = {k: v for k, v in (match.groupdict() if match else {}).items() if v}
+    groups |= {k: str(v) for k, v in table.get(path.stem, {}).items() if pd.notna(v)}
+    key = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.rsplit(".", 1)[0].replace("/", "__"))
+    job = SceneJob(path=path, key=key, image_id=groups.get("image_id", path.stem),
+                   date=date_in(groups.get("date")),
+                   region=groups.get("region") or source.get("region") or "default",
+                   place=groups.get("location", ""), options=source)
+    try:
+        with Scene(path, source["bands"], **scene_options(source)) as scene:
+            job.crs, job.bounds = scene.crs, tuple(scene.bounds)
+            job.date = job.date or scene.acquisition_date()
+    except InputError as err:
+        job.error = str(err)
+    return job
+
+
+def _scene_table(source: Mapping) -> dict[str, dict]:
+    """Per-scene attributes (region, location, date) from ``scene_table``, a CSV keyed by
+    the scene's file stem in column ``scene_table_key``."""
+    path = source.get("scene_table")
+    if not path:
+        return {}
+    key = source.get("scene_table_key") or "scene"
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"not a readable CSV scene table ({err})") from None
+    if key not in table.columns:
+        raise InputError(path, f"has no column {key!r} (data.scene_table_key; columns: "
+                         f"{', '.join(table.columns)})")
+    columns = [c for c in ("region", "location", "date") if c in table.columns]
+    table = table[[key, *columns]].drop_duplicates()
+    repeated = table[key][table[key].duplicated()]
+    if len(repeated):
+        raise InputError(path, f"lists scene {repeated.iloc[0]} twice with different "
+                         f"{', '.join(columns)}")
+    return table.set_index(key).to_dict("index")
 
 
 def _assign_places(jobs: list[SceneJob]) -> None:
     """Scenes without a location from the pattern: overlapping footprints = one place."""
     unplaced = [job for job in jobs if not job.place and not job.error]
+    for job in [job for job in unplaced if is_local(job.crs)]:
+        job.place = job.image_id  # chips on local grids: each is its own place
+    unplaced = [job for job in unplaced if not job.place]
     if not unplaced:
         return
     boxes = [shapely.box(*transform_bounds(job.crs, "EPSG:4326", *job.bounds))
@@ -290,7 +350,7 @@ def _attach_masks(jobs: list[SceneJob], scenes_root: Path, masks_root: Path) -> 
 
 def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
     labels_path = data["labels"]
-    polygons = read_polygons(labels_path, data.get("labels_layer"))
+    polygons = read_polygons(labels_path, data.get("labels_layer"), data.get("pixel_size_m"))
     if polygons.empty:
         raise InputError(labels_path, "holds no polygons")
     footprints = None
@@ -315,10 +375,13 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
 
 
 def _settings(data: Mapping) -> dict:
+    """What decides the tiles (unset keys left out, so new options keep old datasets valid)."""
     keys = ("scenes", "sensor", "bands", "band_names", "dem", "dem_radius_m", "labels", "masks",
             "labels_layer", "footprints", "footprints_layer", "id_column", "pattern", "region",
-            "tiles")
-    return json.loads(json.dumps({k: data.get(k) for k in keys}, default=str))
+            "tiles", "auxiliary", "offset", "pixel_size_m", "mask_threshold", "scene_table",
+            "scene_table_key", "sources", "nodata")
+    return json.loads(json.dumps({k: data.get(k) for k in keys if data.get(k) is not None},
+                                 default=str))
 
 
 def _claim_output(output: Path, settings: dict, overwrite: bool) -> None:
@@ -329,7 +392,8 @@ def _claim_output(output: Path, settings: dict, overwrite: bool) -> None:
             raise InputError(output, "exists and is not a prepared dataset; not overwriting")
         shutil.rmtree(output)
     if marker.exists():
-        if json.loads(marker.read_text()) != settings:
+        found = {k: v for k, v in json.loads(marker.read_text()).items() if v is not None}
+        if found != settings:
             raise InputError(output, "was prepared with other settings; use another output "
                              "or overwrite=true")
         return

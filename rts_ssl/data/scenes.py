@@ -1,7 +1,8 @@
-"""GeoTIFF scenes: discovery, band selection by name, and windowed reads.
+"""Scenes: discovery, band selection by name, and windowed reads.
 
-A scene is never read whole: callers ask for windows. Every GDAL failure is turned into an
-``InputError`` naming the file, so users never see a traceback from inside GDAL.
+A scene is a GeoTIFF, or a chip image (JPEG, PNG, TIFF) on a local pixel grid. It is never
+read whole: callers ask for windows. Every GDAL failure is turned into an ``InputError``
+naming the file, so users never see a traceback from inside GDAL.
 """
 
 from __future__ import annotations
@@ -9,40 +10,57 @@ from __future__ import annotations
 import datetime
 import glob
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.transform
+import rasterio.windows
+from rasterio.coords import BoundingBox
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from rts_ssl.data.sensors import band_indexes, get_sensor
+from rts_ssl.data.rasters import GridRaster, first_line, georeference, open_raster
+from rts_ssl.data.sensors import band_indexes, canonical_band, get_sensor
 from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource, open_dem
 from rts_ssl.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+CHIP_SUFFIXES = (".jpg", ".jpeg", ".png")  # taken from a directory that holds no GeoTIFF
+# Sentinel-2 processing baseline 04.00 (2022) adds 1000 DN to every band. ``offset: detect``
+# removes it from a scene whose darkest 1 % of pixels sits above DETECT_DN in every band:
+# water and shadow stay below ~300 DN without the offset.
+DETECT, BASELINE_OFFSET, DETECT_DN = "detect", -1000.0, 600.0
 DATE_IN_TEXT = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
 
 def find_scenes(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """GeoTIFF files named by a file, a directory (searched recursively), a glob, or a list."""
+    """Scenes named by a file, a directory (searched recursively), a glob, or a list.
+
+    A directory gives its GeoTIFFs, or, when it holds none, its JPEG and PNG chip images.
+    """
     if isinstance(spec, str | Path):
         spec = [spec]
     found: list[Path] = []
     for item in spec:
         path = Path(item).expanduser()
         if path.is_dir():
-            found += [p for p in sorted(path.rglob("*")) if p.suffix.lower() in GEOTIFF_SUFFIXES]
+            files = sorted(path.rglob("*"))
+            for suffixes in (GEOTIFF_SUFFIXES, CHIP_SUFFIXES):
+                chosen = [p for p in files if p.suffix.lower() in suffixes]
+                if chosen:
+                    found += chosen
+                    break
         elif path.is_file():
             found.append(path)
         else:
             found += [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
     if not found:
-        raise InputError(", ".join(map(str, spec)), "no GeoTIFF scenes found")
+        raise InputError(", ".join(map(str, spec)), "no scenes found (GeoTIFF, or JPEG/PNG "
+                         "chips)")
     return found
 
 
@@ -92,12 +110,48 @@ def select_bands(
     return BandSelection(names, source, tuple(i + 1 for i in found))
 
 
-class Scene:
-    """An open GeoTIFF with its requested bands; reads windows as (bands, nodata mask).
+class Auxiliary:
+    """Other rasters paired with each scene, whose bands are read by name on the scene grid.
 
-    With a ``dem`` (a DEM GeoTIFF, or a directory/glob of them: the one covering the scene
-    best, then closest in date, is used), the terrain bands among ``bands`` (slope,
-    relative_elevation, hillshade) are derived from it on the scene's grid.
+    ``path`` is a pattern: ``{stem}`` is the scene's file name without suffix, and a
+    relative path is relative to the scene's folder (``../dem/{stem}.tif`` pairs
+    ``s2/a.tif`` with ``dem/a.tif``), so a model can record it and find the rasters again.
+    """
+
+    def __init__(self, path: str, bands: Sequence[str]) -> None:
+        self.pattern, self.bands = str(path), tuple(bands)
+
+    @classmethod
+    def parse(cls, specs: Sequence[Mapping] | None) -> list[Auxiliary]:
+        """From config entries ``{path: <pattern>, bands: [names]}``."""
+        parsed = []
+        for spec in specs or []:
+            if not isinstance(spec, Mapping) or not spec.get("path") or not spec.get("bands"):
+                raise InputError("auxiliary", f"entry {spec!r} needs a path pattern and band "
+                                 "names, e.g. {path: ../dem/{stem}.tif, bands: [slope]}")
+            parsed.append(cls(spec["path"], spec["bands"]))
+        return parsed
+
+    def path_for(self, scene: Path) -> Path:
+        path = Path(self.pattern.format(stem=scene.stem)).expanduser()
+        return path if path.is_absolute() else scene.parent / path
+
+    def to_dict(self) -> dict:
+        return {"path": self.pattern, "bands": list(self.bands)}
+
+
+class Scene:
+    """An open raster with its requested bands; reads windows as (bands, nodata mask).
+
+    Bands come, by name, from the file itself, from ``auxiliary`` rasters paired with it
+    (resampled onto its grid when they differ), or are derived from a ``dem`` (slope,
+    relative_elevation, hillshade; a DEM file, or a directory/glob of them: the one covering
+    the scene best, then closest in date). Images without georeference get a local grid of
+    ``pixel_size_m``. ``offset`` is added to the file's bands: a number or per-band mapping
+    (e.g. -1000 for Sentinel-2 of processing baseline 04.00), ``detect`` (the file's
+    metadata, else -1000 where the scene's dark pixels carry the offset, see DETECT_DN), or
+    None: the file's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` band metadata, else 0.
+    ``nodata`` marks no data in files that declare no nodata value (e.g. 0).
     """
 
     def __init__(
@@ -108,65 +162,91 @@ class Scene:
         band_names: Sequence[str] | None = None,
         dem: str | Path | Sequence[str | Path] | None = None,
         dem_radius_m: float = RADIUS_M,
+        auxiliary: Sequence[Mapping] | None = None,
+        offset: float | str | Mapping | None = None,
+        pixel_size_m: float | None = None,
+        nodata: float | None = None,
     ) -> None:
         self.path = Path(path)
-        try:
-            self._src = rasterio.open(self.path)
-        except (RasterioError, OSError) as err:
-            raise InputError(self.path, f"not a readable GeoTIFF ({_first_line(err)})") from None
-        src = self._src
-        if src.crs is None:
-            self.close()
-            raise InputError(self.path, "has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
-        self.bands = tuple(bands)
-        self.crs = src.crs
-        self.transform = src.transform
-        self.width, self.height = src.width, src.height
-        self.bounds = src.bounds
-        self.tags = src.tags()
-        self._derived = [b for b in bands if dem is not None and b in TERRAIN_BANDS]
+        self._src = open_raster(self.path, "image")
         self.terrain: TerrainSource | None = None
+        self._layers: list[tuple[tuple[str, ...], GridRaster]] = []
         try:
-            file_bands = [b for b in bands if b not in self._derived]
+            src = self._src
+            self.crs, self.transform = georeference(src, self.path, pixel_size_m)
+            self.bands = tuple(bands)
+            self.width, self.height = src.width, src.height
+            self.bounds = BoundingBox(*rasterio.transform.array_bounds(
+                self.height, self.width, self.transform))
+            self.tags = src.tags()
+            self._open_auxiliary(Auxiliary.parse(auxiliary))
+            from_layers = {b for names, _ in self._layers for b in names}
+            self._derived = [b for b in bands if dem is not None and b in TERRAIN_BANDS
+                             and b not in from_layers]
+            file_bands = [b for b in bands if b not in self._derived and b not in from_layers]
             if not file_bands:
                 raise InputError(self.path, "no band to read from the scene itself "
                                  f"(requested: {', '.join(bands)})")
             self.selection = select_bands(self.path, src.descriptions, file_bands, sensor,
                                           band_names)
+            self.nodata_value = nodata if src.nodata is None else None
+            self.offsets = _offsets(src, self.selection, offset, self.nodata_value)
             if self._derived:
                 self.terrain = TerrainSource(dem_for_scene(dem, self), dem_radius_m)
-        except InputError:
+        except BaseException:
             self.close()
             raise
+
+    def _open_auxiliary(self, auxiliary: list[Auxiliary]) -> None:
+        wanted = set(self.bands)
+        for aux in auxiliary:
+            names = tuple(b for b in aux.bands if b in wanted)
+            if not names:
+                continue
+            path = aux.path_for(self.path)
+            if not path.is_file():
+                raise InputError(path, f"auxiliary raster for band {', '.join(names)} of "
+                                 f"{self.path.name} not found (pattern {aux.pattern})")
+            indexes = [aux.bands.index(b) + 1 for b in names]
+            self._layers.append((names, GridRaster(path, self, indexes,
+                                                   what="auxiliary raster")))
 
     def read(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pixels of the requested bands (nodata set to 0) and a boolean nodata mask."""
         try:
             data = self._src.read(self.selection.indexes, window=window, masked=True)
         except (RasterioError, OSError) as err:
-            raise InputError(self.path, f"cannot read pixels ({_first_line(err)})") from None
+            raise InputError(self.path, f"cannot read pixels ({first_line(err)})") from None
         nodata = np.ma.getmaskarray(data).any(axis=0)
+        if self.nodata_value is not None:
+            nodata |= (data.data == self.nodata_value).any(axis=0)
         values = data.filled(0)
-        if self.terrain is not None:
-            values = self._with_terrain(values, window)
-            nodata |= ~np.isfinite(values).all(axis=0)
-        elif values.dtype.kind == "f":
-            nodata |= ~np.isfinite(values).all(axis=0)
+        values[:, nodata] = 0
+        if any(self.offsets):
+            values = values.astype(np.float32) + np.float32(self.offsets)[:, None, None]
+        if self.terrain is not None or self._layers:
+            values = self._with_layers(values, window)
         if values.dtype.kind == "f":
+            nodata |= ~np.isfinite(values).all(axis=0)
             values[:, nodata] = 0
         return values, nodata
 
-    def _with_terrain(self, values: np.ndarray, window: Window | None) -> np.ndarray:
-        """All requested bands in order (float32): file bands, then terrain on their grid."""
+    def _with_layers(self, values: np.ndarray, window: Window | None) -> np.ndarray:
+        """All requested bands in order (float32): file, auxiliary and terrain bands."""
         window = window or Window(0, 0, self.width, self.height)
         height, width = values.shape[1:]
-        transform = self._src.window_transform(window)
-        layers = self.terrain.read(self._derived, self.crs, transform, (height, width))
+        found: dict[str, np.ndarray] = {}
+        for names, raster in self._layers:
+            layer = raster.read(window).astype(np.float32).filled(np.nan)
+            found |= dict(zip(names, layer, strict=True))
+        if self.terrain is not None:
+            transform = rasterio.windows.transform(window, self.transform)
+            layers = self.terrain.read(self._derived, self.crs, transform, (height, width))
+            found |= dict(zip(self._derived, layers, strict=True))
         merged = np.empty((len(self.bands), height, width), np.float32)
         file_index = iter(range(len(values)))
         for k, band in enumerate(self.bands):
-            merged[k] = (layers[self._derived.index(band)] if band in self._derived
-                         else values[next(file_index)])
+            merged[k] = found[band] if band in found else values[next(file_index)]
         return merged
 
     def acquisition_date(self) -> str | None:
@@ -179,7 +259,9 @@ class Scene:
 
     def close(self) -> None:
         self._src.close()
-        if getattr(self, "terrain", None) is not None:
+        for _, raster in self._layers:
+            raster.close()
+        if self.terrain is not None:
             self.terrain.close()
 
     def __enter__(self) -> Scene:
@@ -189,20 +271,48 @@ class Scene:
         self.close()
 
 
+def _offsets(src, selection: BandSelection, offset: float | str | Mapping | None,
+             nodata: float | None) -> list[float]:
+    """Per selected file band, the value added to its pixels (see :class:`Scene`)."""
+    names = [selection.file_bands[i - 1] for i in selection.indexes]
+    if isinstance(offset, Mapping):
+        by_band = {canonical_band(k): float(v) for k, v in offset.items()}
+        return [by_band.get(canonical_band(name), 0.0) for name in names]
+    if offset is not None and offset != DETECT:
+        return [float(offset)] * len(names)
+    tagged = [src.tags(i).get("BOA_ADD_OFFSET", src.tags(i).get("RADIO_ADD_OFFSET"))
+              for i in selection.indexes]
+    if any(value is not None for value in tagged) or offset is None:
+        return [float(value or 0) for value in tagged]
+    return [BASELINE_OFFSET if _darkest_percentile(src, selection, nodata) >= DETECT_DN
+            else 0.0] * len(names)
+
+
+def _darkest_percentile(src, selection: BandSelection, nodata: float | None) -> float:
+    """1st percentile of the darkest band over valid pixels (decimated to ~512 px)."""
+    factor = max(1, max(src.width, src.height) // 512)
+    shape = (len(selection.indexes), max(1, src.height // factor), max(1, src.width // factor))
+    data = src.read(selection.indexes, out_shape=shape, masked=True)
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    values = data.filled(0)[:, valid].astype(np.float64)
+    if nodata is not None:
+        values = values[:, (values != nodata).all(axis=0)]
+    return float(np.percentile(values, 1, axis=1).min()) if values.size else 0.0
+
+
 def scene_options(data: Mapping) -> dict:
-    """``Scene`` keyword arguments from a ``data`` config (sensor, band names, DEM)."""
+    """``Scene`` keyword arguments from a ``data`` config (everything but the bands)."""
     return {"sensor": data.get("sensor"), "band_names": data.get("band_names"),
-            "dem": data.get("dem"), "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M)}
+            "dem": data.get("dem"), "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
+            "auxiliary": data.get("auxiliary"), "offset": data.get("offset"),
+            "pixel_size_m": data.get("pixel_size_m"), "nodata": data.get("nodata")}
 
 
-@contextmanager
-def open_scene(path: str | Path, bands: Sequence[str], **kwargs) -> Iterator[Scene]:
-    """Context manager around :class:`Scene`."""
-    scene = Scene(path, bands, **kwargs)
-    try:
-        yield scene
-    finally:
-        scene.close()
+def used_auxiliary(data: Mapping, bands: Sequence[str]) -> list[dict]:
+    """The auxiliary rasters of a data config that provide some of ``bands`` (what a model
+    records so that prediction pairs scenes with the same rasters)."""
+    return [aux.to_dict() for aux in Auxiliary.parse(data.get("auxiliary"))
+            if set(aux.bands) & set(bands)]
 
 
 def date_in(text: str | None) -> str | None:
@@ -242,5 +352,3 @@ def _days_between(a: str | None, b: str | None) -> float:
     return abs((datetime.date.fromisoformat(a) - datetime.date.fromisoformat(b)).days)
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

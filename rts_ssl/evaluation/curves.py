@@ -1,5 +1,9 @@
 """Label-efficiency curves: per checkpoint and label fraction, mean and 95 % CI over seeds,
-and the area under the curve on log fraction (one number per checkpoint)."""
+and the area under the curve on log fraction (one number per checkpoint, with its interval).
+
+With several held-out regions (folds), a seed's value is the mean over its folds: the
+interval says how much the result depends on the seed, not on which region is hardest.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-METRICS = ("test/iou", "test/f1", "test/object_f1")
+METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/object_f1",
+           "test/object_fp_per_100km2")
+FOLD = "test_regions"  # cells of one seed on several held-out regions are averaged first
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -33,46 +39,83 @@ def collect_results(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_values(results: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+    """One row per (pretrained, label_fraction, seed): each metric averaged over the folds
+    (held-out regions) that seed was tested on."""
+    metrics = [m for m in metrics if m in results.columns]
+    results = results.assign(**{m: results[m].astype(float) for m in metrics})
+    keys = ["pretrained", "label_fraction", "seed"]
+    return results.groupby(keys, as_index=False)[metrics].mean()
+
+
 def aggregate(results: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """Mean, std, n and 95 % CI half-width over seeds per (pretrained, label_fraction)."""
+    """Mean, std, n and 95 % CI half-width over seeds per (pretrained, label_fraction), and
+    the area under each seed's IoU curve (``auc_iou`` with its ``auc_iou_ci95``)."""
+    per_seed = seed_values(results, metrics)
+    folds = results[FOLD].nunique() if FOLD in results.columns else 1
     rows = []
-    for (name, fraction), group in results.groupby(["pretrained", "label_fraction"]):
-        row = {"pretrained": name, "label_fraction": float(fraction), "seeds": len(group)}
-        for metric in metrics:
-            values = group[metric].astype(float).to_numpy()
-            key = metric.removeprefix("test/")
-            std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-            row |= {f"{key}_mean": float(values.mean()), f"{key}_std": std,
-                    f"{key}_ci95": t95(len(values) - 1) * std / np.sqrt(len(values))
-                    if len(values) > 1 else float("nan")}
+    for (name, fraction), group in per_seed.groupby(["pretrained", "label_fraction"]):
+        row = {"pretrained": name, "label_fraction": float(fraction), "seeds": len(group),
+               "folds": int(folds)}
+        for metric in [m for m in metrics if m in per_seed.columns]:
+            row |= _summary(metric.removeprefix("test/"), group[metric].to_numpy())
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["pretrained", "label_fraction"], ignore_index=True)
+    curve = pd.DataFrame(rows).sort_values(["pretrained", "label_fraction"], ignore_index=True)
+    areas = seed_areas(per_seed).groupby("pretrained")["auc_iou"]
+    summary = {name: _summary("auc_iou", values.to_numpy()) for name, values in areas}
+    for column in ("auc_iou_mean", "auc_iou_ci95"):
+        curve[column.replace("_mean", "")] = curve["pretrained"].map(
+            {name: values[column] for name, values in summary.items()})
+    return curve
+
+
+def _summary(key: str, values: np.ndarray) -> dict[str, float]:
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    ci = t95(len(values) - 1) * std / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return {f"{key}_mean": float(values.mean()), f"{key}_std": std, f"{key}_ci95": ci}
+
+
+def seed_areas(per_seed: pd.DataFrame, metric: str = "test/iou") -> pd.DataFrame:
+    """Area under each (pretrained, seed) curve of ``metric`` vs log10(fraction), 0-1."""
+    rows = []
+    for (name, seed), group in per_seed.groupby(["pretrained", "seed"]):
+        group = group.sort_values("label_fraction")
+        rows.append({"pretrained": name, "seed": seed,
+                     "auc_iou": _area(group["label_fraction"].to_numpy(),
+                                      group[metric].to_numpy())})
+    return pd.DataFrame(rows)
 
 
 def area_under_curve(curve: pd.DataFrame, metric: str = "iou") -> pd.Series:
     """Normalised area under mean ``metric`` vs log10(fraction), per checkpoint (0-1)."""
-    areas = {}
-    for name, group in curve.groupby("pretrained"):
-        x = np.log10(group["label_fraction"].to_numpy())
-        y = group[f"{metric}_mean"].to_numpy()
-        span = x.max() - x.min()
-        areas[name] = float(np.trapezoid(y, x) / span) if span > 0 else float(y.mean())
+    areas = {name: _area(g["label_fraction"].to_numpy(), g[f"{metric}_mean"].to_numpy())
+             for name, g in curve.groupby("pretrained")}
     return pd.Series(areas, name=f"auc_{metric}")
 
 
-def plot_curves(curve: pd.DataFrame, path: str | Path, metric: str = "iou") -> Path:
-    """Metric vs label fraction (log x), one line with a 95 % CI band per checkpoint."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, group in curve.groupby("pretrained"):
-        x, y = group["label_fraction"], group[f"{metric}_mean"]
-        ci = group[f"{metric}_ci95"].fillna(0)
-        ax.plot(x, y, marker="o", label=name)
-        ax.fill_between(x, y - ci, y + ci, alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of labelled locations used for training")
-    ax.set_ylabel(f"test {metric} (held-out region)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def _area(fractions: np.ndarray, values: np.ndarray) -> float:
+    x = np.log10(fractions)
+    span = x.max() - x.min()
+    return float(np.trapezoid(values, x) / span) if span > 0 else float(values.mean())
+
+
+def plot_curves(curve: pd.DataFrame, path: str | Path,
+                metrics: tuple[str, ...] = ("iou", "object_f1")) -> Path:
+    """Metrics vs label fraction (log x), one line with a 95 % CI band per checkpoint."""
+    metrics = [m for m in metrics if f"{m}_mean" in curve.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), dpi=100,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name, group in curve.groupby("pretrained"):
+            x, y = group["label_fraction"], group[f"{metric}_mean"]
+            ci = group[f"{metric}_ci95"].fillna(0)
+            ax.plot(x, y, marker="o", label=name)
+            ax.fill_between(x, y - ci, y + ci, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of labelled locations used for training")
+        ax.set_ylabel(f"test {metric.replace('_', ' ')} (held-out regions)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -80,12 +123,14 @@ def plot_curves(curve: pd.DataFrame, path: str | Path, metric: str = "iou") -> P
 
 
 def rank_checkpoints(curve: pd.DataFrame, at=(0.01, 0.1, 1.0)) -> pd.DataFrame:
-    """Checkpoints ranked by area under the IoU curve, with IoU at chosen label fractions
-    (the nearest fraction measured on log scale)."""
+    """Checkpoints ranked by area under the IoU curve (with its 95 % interval over seeds
+    where known), with IoU at chosen label fractions (the nearest measured, log scale)."""
     rows = []
     areas = area_under_curve(curve)
     for name, group in curve.groupby("pretrained"):
         row = {"pretrained": name, "auc_iou": areas[name]}
+        if "auc_iou_ci95" in group.columns:
+            row["auc_iou_ci95"] = float(group["auc_iou_ci95"].iloc[0])
         logs = np.log10(group["label_fraction"].to_numpy())
         for fraction in at:
             nearest = group.iloc[int(np.argmin(np.abs(logs - np.log10(fraction))))]

@@ -17,8 +17,8 @@ import torch
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
-from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
-from rts_ssl.data.scenes import Scene
+from rts_ssl.data.labels import LabelIndex, RasterMask, find_mask, read_polygons
+from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES, Scene
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
 from rts_ssl.inference.predict import Prediction, bounded_gdal_cache, merge_across_borders
@@ -28,37 +28,42 @@ from rts_ssl.inference.sliding import predict_probabilities
 class Reference:
     """Reference slumps of one scene, read strip by strip: a mask raster or polygons."""
 
-    def __init__(self, source: Path, scene: Scene, labels: LabelIndex | None) -> None:
+    def __init__(self, source: Path, scene: Scene, labels: LabelIndex | None,
+                 mask_threshold: float = 0, pixel_size_m: float | None = None) -> None:
         self.source, self.scene = source, scene
-        self.polygons = None
+        self.polygons, self.mask = None, None
         if labels is not None:
             self.polygons, _ = labels.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
-            return
-        with rasterio.open(source) as src:
-            if (src.width, src.height, src.transform) != (scene.width, scene.height,
-                                                          scene.transform):
-                raise InputError(source, f"mask grid differs from {scene.path.name}")
+        else:
+            self.mask = RasterMask(source, scene, mask_threshold, pixel_size_m)
 
     def strip(self, top: int, height: int) -> np.ndarray:
         window = Window(0, top, self.scene.width, height)
-        if self.polygons is not None:
-            transform = rasterio.windows.transform(window, self.scene.transform)
-            geoms = list(self.polygons.geometry)
-            if not geoms:
-                return np.zeros((height, self.scene.width), bool)
-            return rasterize(geoms, (height, self.scene.width), transform=transform) > 0
-        with rasterio.open(self.source) as src:
-            return src.read(1, window=window) > 0
+        if self.mask is not None:
+            return self.mask.read(window)[0]
+        transform = rasterio.windows.transform(window, self.scene.transform)
+        geoms = list(self.polygons.geometry)
+        if not geoms:
+            return np.zeros((height, self.scene.width), bool)
+        return rasterize(geoms, (height, self.scene.width), transform=transform) > 0
+
+    def close(self) -> None:
+        if self.mask is not None:
+            self.mask.close()
 
 
 def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
-                   labels: LabelIndex | None = None, iou_threshold: float = 0.3, pooled=None):
-    """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too."""
+                   labels: LabelIndex | None = None, iou_threshold: float = 0.3, pooled=None,
+                   mask_threshold: float = 0):
+    """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too.
+
+    Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
     pixels, objects = pixel_metrics(), ObjectCounts()
     predicted, expected, borders = [], [], []
     ensemble = prediction.ensemble
+    pixel_size_m = prediction.scene_options.get("pixel_size_m")
     with bounded_gdal_cache(), prediction.open_scene(scene_path) as scene:
-        ref = Reference(reference, scene, labels)
+        ref = Reference(reference, scene, labels, mask_threshold, pixel_size_m)
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0
         for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,
@@ -78,6 +83,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
                 borders.append(shapely.LineString([transform * (0, 0),
                                                    transform * (scene.width, 0)]))
             area += valid.sum() * pixel_km2
+        ref.close()
     objects.add_objects(merge_across_borders(predicted, borders),
                         merge_across_borders(expected, borders), area, iou_threshold)
     return pixels, objects
@@ -104,9 +110,9 @@ def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def load_labels(mask: Path) -> LabelIndex | None:
-    """Polygons when the reference is a vector file, else None (raster masks)."""
-    if mask.is_file() and mask.suffix.lower() not in (".tif", ".tiff"):
-        return LabelIndex(read_polygons(mask))
+def load_labels(mask: Path, pixel_size_m: float | None = None) -> LabelIndex | None:
+    """Polygons when the reference is a vector (or COCO) file, else None (raster masks)."""
+    if mask.is_file() and mask.suffix.lower() not in (*GEOTIFF_SUFFIXES, *CHIP_SUFFIXES):
+        return LabelIndex(read_polygons(mask, pixel_size_m=pixel_size_m))
     return None
 

@@ -14,6 +14,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 import torch
+from omegaconf import OmegaConf
 from rasterio.features import geometry_window, rasterize, shapes
 from rasterio.windows import Window
 from torch import nn
@@ -47,6 +48,7 @@ class Ensemble:
     input_size: int
     fixed_size: bool  # ViTs only take their training input size
     dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
+    auxiliary: list[dict] = field(default_factory=list)  # rasters paired with each scene
 
     def window_size(self, requested: int | None) -> int:
         """The sliding-window size: ViTs need their input size; CNNs default to 256."""
@@ -69,7 +71,8 @@ class Ensemble:
         return cls([m for m, _ in loaded], list(infos[0]["bands"]),
                    BandStats.from_dict(infos[0]["normalization"]), threshold,
                    int(infos[0]["input_size"]), fixed,
-                   float(infos[0].get("dem_radius_m") or RADIUS_M))
+                   float(infos[0].get("dem_radius_m") or RADIUS_M),
+                   list(infos[0].get("auxiliary") or []))
 
 
 def load_ensemble(checkpoint, device: str) -> Ensemble:
@@ -87,36 +90,49 @@ def load_ensemble(checkpoint, device: str) -> Ensemble:
 class Prediction:
     """Everything predicting a scene needs besides the scene itself.
 
-    ``band_names`` names the bands of files without descriptions; ``dem`` provides the
-    terrain bands of models trained with them; ``exclude`` (a mask GeoTIFF or polygons, any
-    CRS) sets the probability to 0 inside it; smaller slumps than ``min_area_m2`` are dropped.
+    ``scene_options`` say how scenes are read (``Scene`` keywords: band names of files
+    without descriptions, ``dem`` for terrain bands, ``auxiliary`` rasters (default: the
+    pattern the models were trained with), ``offset``, ``pixel_size_m`` of chip images);
+    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it;
+    smaller slumps than ``min_area_m2`` are dropped.
     """
 
     ensemble: Ensemble
     windowing: Windowing
     device: str = "cpu"
-    band_names: list[str] | None = None
-    dem: str | Path | None = None
+    scene_options: dict = field(default_factory=dict)
     exclude: str | Path | None = None
     min_area_m2: float = 0.0
 
     def open_scene(self, path: Path) -> Scene:
-        """``path`` with the models' bands (terrain bands derived from ``dem``)."""
-        return Scene(path, self.ensemble.bands, band_names=self.band_names, dem=self.dem,
-                     dem_radius_m=self.ensemble.dem_radius_m)
+        """``path`` with the models' bands, read as the models were trained."""
+        options = {"dem_radius_m": self.ensemble.dem_radius_m,
+                   "auxiliary": self.ensemble.auxiliary, **self.scene_options}
+        return Scene(path, self.ensemble.bands, **options)
 
     @classmethod
     def from_config(cls, cfg) -> Prediction:
         """From a predict/evaluate/monitor config (``checkpoint``, ``device``, ``window``,
-        ``overlap``, ``batch_size``, ``bands``, ``dem``, and ``exclude``/``min_area_m2``)."""
+        ``overlap``, ``batch_size``, ``bands``, ``dem``, ``auxiliary``, ``offset``,
+        ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         checkpoint = cfg.checkpoint
         if not isinstance(checkpoint, str | Path | None):
             checkpoint = list(checkpoint)
         ensemble = load_ensemble(checkpoint, device)
         windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
-        return cls(ensemble, windowing, device, list(cfg.bands) if cfg.bands else None,
-                   cfg.dem, cfg.get("exclude"), float(cfg.get("min_area_m2") or 0.0))
+        options = {"band_names": list(cfg.bands) if cfg.bands else None, "dem": cfg.dem,
+                   "offset": _plain(cfg.get("offset")), "nodata": cfg.get("nodata"),
+                   "pixel_size_m": cfg.get("pixel_size_m")}
+        if cfg.get("auxiliary") is not None:
+            options["auxiliary"] = _plain(cfg.auxiliary)
+        return cls(ensemble, windowing, device, options, cfg.get("exclude"),
+                   float(cfg.get("min_area_m2") or 0.0))
+
+
+def _plain(value):
+    """A config node as plain Python (lists and dicts), other values unchanged."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 @dataclass
@@ -134,6 +150,7 @@ class PredictionSummary:
     failed: dict[str, str] = field(default_factory=dict)
     slumps: int = 0
     area_m2: float = 0.0
+    results: list[SceneResult] = field(default_factory=list)
 
 
 def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
@@ -153,6 +170,7 @@ def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
             summary.failed[path.name] = str(err)
             continue
         summary.done += 1
+        summary.results.append(result)
         summary.slumps += result.slumps
         summary.area_m2 += result.area_m2
     return summary
@@ -185,7 +203,7 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
         slumps["scene"], slumps["date"] = path.name, date
         write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
                                                                     layer="slumps"))
-        render_quicklook(path, targets["quicklook"], slumps, band_names=prediction.band_names,
+        render_quicklook(path, targets["quicklook"], slumps, prediction.scene_options,
                          title=f"{path.stem}: {len(slumps)} predicted slumps")
     return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
                        [str(p) for p in targets.values()])

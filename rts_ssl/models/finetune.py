@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from rts_ssl.augment import SegmentationAugment
+from rts_ssl.data.normalization import BandStats
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.losses import bce_dice_loss
@@ -13,6 +17,7 @@ from rts_ssl.models.optim import warmup_cosine
 from rts_ssl.models.segmentation import build_segmentation
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+BINS = 64  # spectral rule: grid of index x brightness thresholds
 
 
 class SegmentationTask(pl.LightningModule):
@@ -25,13 +30,15 @@ class SegmentationTask(pl.LightningModule):
     def __init__(self, encoder: dict, mode: str = "full", lr: float = 1e-3,
                  encoder_lr_factor: float = 0.1, weight_decay: float = 1e-4,
                  warmup_epochs: float = 1, dice_weight: float = 1.0,
-                 iou_threshold: float = 0.3, pixel_area_m2: float = 9.0) -> None:
+                 iou_threshold: float = 0.3, pixel_area_m2: float = 9.0,
+                 augment: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec = EncoderSpec(**encoder)
         self.net = build_segmentation(self.spec, mode)
         if mode != "full":
             self.net.backbone.requires_grad_(False)
+        self.augment = SegmentationAugment(**augment) if augment is not None else None
         self.register_buffer("threshold", torch.tensor(0.5))
         self.test_pixels = pixel_metrics()
         self.test_objects = ObjectCounts()
@@ -45,8 +52,11 @@ class SegmentationTask(pl.LightningModule):
         return self.net(images)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss = bce_dice_loss(logits, batch["mask"], batch["ignore"], self.hparams.dice_weight)
+        image, mask, ignore = batch["image"], batch["mask"], batch["ignore"]
+        if self.augment is not None:
+            with torch.no_grad():
+                image, mask, ignore = self.augment(image, mask, ignore)
+        loss = bce_dice_loss(self(image), mask, ignore, self.hparams.dice_weight)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
@@ -67,8 +77,8 @@ class SegmentationTask(pl.LightningModule):
         f1 = [_f1(prob >= t, target) for t in THRESHOLDS]
         best = int(np.argmax(f1))
         self.threshold.fill_(float(THRESHOLDS[best]))
-        self.log_dict({"val/f1": f1[best], "val/threshold": float(THRESHOLDS[best])},
-                      prog_bar=True)
+        self.log_dict({"val/f1": f1[best], "val/iou": f1[best] / (2 - f1[best]),
+                       "val/threshold": float(THRESHOLDS[best])}, prog_bar=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
@@ -99,8 +109,59 @@ class SegmentationTask(pl.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+class SpectralRuleTask(SegmentationTask):
+    """Fits the rule's two thresholds on the training pixels; validation and test as for
+    every model (the same threshold choice, pixel and object metrics)."""
+
+    def __init__(self, encoder: dict, bands: Sequence[str], stats: dict, **kwargs) -> None:
+        super().__init__(encoder, **kwargs)
+        self.automatic_optimization = False
+        brightness = self.net.configure(bands, BandStats.from_dict(stats))
+        self.edges_index = torch.linspace(-1, 1, BINS + 1)
+        self.edges_brightness = torch.linspace(*brightness, BINS + 1)
+        self.counts = torch.zeros(2, BINS, BINS, dtype=torch.float64)  # negatives, slumps
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        index, brightness = self.net.features(batch["image"])
+        valid = ~batch["ignore"]
+        i = _bin(index[valid], self.edges_index)
+        b = _bin(brightness[valid], self.edges_brightness)
+        label = batch["mask"][valid].long()
+        flat = (label * BINS + i) * BINS + b
+        self.counts += torch.bincount(flat.cpu(), minlength=2 * BINS * BINS).reshape(
+            2, BINS, BINS).double()
+
+    def on_train_epoch_start(self) -> None:
+        self.counts.zero_()
+
+    def on_validation_epoch_start(self) -> None:
+        """Thresholds of maximum F1 on this epoch's training pixels (before validation):
+        slump = index bin <= i and brightness bin >= b."""
+        if not self.counts.any():
+            return
+        # cumulative over index bins from below and brightness bins from above
+        caught = self.counts.cumsum(1).flip(2).cumsum(2).flip(2)
+        tp, fp = caught[1], caught[0]
+        fn = self.counts[1].sum() - tp
+        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+        best = int(torch.argmax(f1))
+        i, b = divmod(best, BINS)
+        self.net.index_max.fill_(float(self.edges_index[i + 1]))
+        self.net.brightness_min.fill_(float(self.edges_brightness[b]))
+        self.log("train/rule_f1", float(f1.flatten()[best]))
+
+    def configure_optimizers(self):
+        return None
+
+
 def _f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
     tp = (predicted & target).sum().item()
     fp = (predicted & ~target).sum().item()
     fn = (~predicted & target).sum().item()
     return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def _bin(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Bin of each value among ``len(edges) - 1`` bins (outside values: the end bins)."""
+    inner = edges[1:-1].to(values.device)
+    return torch.bucketize(values.contiguous(), inner).clamp(0, len(edges) - 2)

@@ -13,6 +13,7 @@ from torch import nn
 
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
+from rts_ssl.models.spectral_rule import SpectralRule
 
 MODES = ("linear", "frozen", "full")
 
@@ -89,6 +90,8 @@ def build_segmentation(spec: EncoderSpec, mode: str) -> nn.Module:
     """The network for an encoder spec and fine-tuning mode (``linear|frozen|full``)."""
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r} ({', '.join(MODES)})")
+    if spec.name == SpectralRule.name:
+        return SpectralRule(spec.in_chans)
     linear = mode == "linear"
     return ViTPyramid(spec, linear=linear) if spec.is_vit else CNNUNet(spec, linear=linear)
 
