@@ -11,17 +11,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main loop on the embedded synthetic scenes, into outputs/demo: prepare tiles, pretrain
-# (short SimCLR), fine-tune on 25 % of the labels (test = the held-out region yamal), then
-# map the held-out region: probability rasters, slump polygons, quicklooks with outlines.
+# The main loop on the embedded synthetic scenes (with their DEMs: slope and relative
+# elevation beside the optical bands), into outputs/demo: prepare tiles, pretrain (short
+# SimCLR), fine-tune on 25 % of the labels (test = the held-out region yamal), then map the
+# held-out region: probability rasters, slump polygons, quicklooks with predicted outlines.
 DEMO := outputs/demo
+SYNTHETIC := $${paths.cache_dir}/synthetic/planet-seed0-512px
 demo: $(VENV)/.installed
-	$(PY) -m rts_ssl prepare
-	$(PY) -m rts_ssl pretrain hydra.run.dir=$(DEMO)/pretrain
-	$(PY) -m rts_ssl finetune pretrained=$(DEMO)/pretrain data.label_fraction=0.25 \
-		hydra.run.dir=$(DEMO)/finetune
+	$(PY) -m rts_ssl prepare data=synthetic_planet_dem
+	$(PY) -m rts_ssl pretrain data=synthetic_planet_dem hydra.run.dir=$(DEMO)/pretrain
+	$(PY) -m rts_ssl finetune data=synthetic_planet_dem pretrained=$(DEMO)/pretrain \
+		data.label_fraction=0.25 hydra.run.dir=$(DEMO)/finetune
 	$(PY) -m rts_ssl predict checkpoint=$(DEMO)/finetune/model output=$(DEMO)/predict \
-		'input=$${paths.cache_dir}/synthetic/planet-seed0-512px/scenes/yamal'
+		'input=$(SYNTHETIC)/scenes/yamal' 'dem=$(SYNTHETIC)/dem'
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

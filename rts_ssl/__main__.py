@@ -46,10 +46,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: unknown command {command!r}\n\n{USAGE}")
     if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
         overrides[0] = f"target={overrides[0]}"
-    if command != "pretrain" and not {"-m", "--multirun"} & set(overrides):
-        # experiment configs sweep pretraining recipes (hydra.mode: MULTIRUN); every other
-        # command composing the same experiment runs once
-        overrides.insert(0, "hydra.mode=RUN")
     if command == "compare":  # positional curve directories
         paths = [a for a in overrides if a.startswith("wandb:") or ("=" not in a and a[0] != "-")]
         overrides = [a for a in overrides if a not in paths]

@@ -70,3 +70,15 @@ def test_every_experiment_composes_for_every_command_it_names(experiment):
         for entry in [e for e in curve.entries.values() if e is not None]:
             compose("finetune", overrides=[f"experiment={experiment}",
                                            *(entry.get("finetune") or [])])
+
+
+def test_commands_other_than_pretrain_run_once_under_a_sweeping_experiment():
+    import subprocess
+    import sys
+
+    for command, mode in (("curve", "RUN"), ("pretrain", "MULTIRUN")):
+        done = subprocess.run([sys.executable, "-m", "rts_ssl", command,
+                               "experiment=label_efficiency_synthetic", "--cfg", "hydra"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-1000:]
+        assert f"mode: {mode}" in done.stdout

@@ -9,7 +9,7 @@ import yaml
 from fakes import prepared_dataset
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
-from rts_ssl.models.export import export_encoder, read_info, read_weights
+from rts_ssl.models.export import export_encoder, load_model, read_info, read_weights
 from rts_ssl.models.finetune import SegmentationTask
 from rts_ssl.models.losses import bce_dice_loss
 from rts_ssl.models.pretrained import resolve_pretrained
@@ -98,6 +98,14 @@ def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, 
     model = read_weights(run / "model", "model")
     exported = read_weights(tmp_path / "enc")
     assert all(torch.equal(model[f"unet.encoder.model.{k}"], v) for k, v in exported.items())
+    assert info["decoder_channels"] == [128, 64, 32, 16, 16]
+    assert load_model(run / "model")[0].unet.decoder is not None  # rebuilt with its widths
+    import pandas as pd
+
+    curves = pd.read_csv(run / "metrics.csv")  # learning curves beside W&B
+    per_epoch = curves.dropna(subset=["val/iou"])
+    assert len(per_epoch) == 2 and per_epoch["val/loss"].notna().all()
+    assert curves["train/loss_epoch"].notna().sum() == 2 and result["seconds"] > 0
 
 
 def test_cli_refuses_an_encoder_of_other_bands(fake_data, tmp_path):

@@ -242,3 +242,16 @@ def test_grid_crops_cover_each_tile_exactly(tmp_path):
     top = torch.cat([batch["image"][0], batch["image"][1]], dim=2)
     expected = dataset.stats.normalize(whole[:, :64, :])
     torch.testing.assert_close(top, expected)
+
+
+def test_slump_crops_hold_a_slump_pixel(tmp_path):
+    prepare_dataset(make_data(tmp_path), tmp_path / "out")
+    tiles = TileStore(tmp_path / "out").tiles
+    with_slump = tiles.index[tiles["positive_fraction"] > 0].to_numpy()
+    torch.manual_seed(0)
+    plain = TileDataset(tmp_path / "out", indices=with_slump, patch_size=32)
+    placed = TileDataset(tmp_path / "out", indices=with_slump, patch_size=32, slump_crops=1.0)
+    positions = list(range(len(with_slump))) * 20
+    hits = [plain.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean(),
+            placed.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean()]
+    assert hits[0] < 0.5 and hits[1] == 1.0  # a 20 px slump in a 128 px tile

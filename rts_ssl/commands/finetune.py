@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,6 +28,7 @@ RESULT = "result.json"
 
 
 def run(cfg: DictConfig) -> None:
+    started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.skip_done and (run_dir / RESULT).is_file():
         log.info("already done: %s", run_dir / RESULT)
@@ -57,11 +59,14 @@ def run(cfg: DictConfig) -> None:
         data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         patch_size=encoder["img_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
         balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
+        slump_crops=cfg.slump_crops,
         eval_patch_size=encoder["img_size"] if encoder.get("patch_size") else None)
     datamodule.prepare_data()
     datamodule.setup("fit")
     options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
-               "pixel_area_m2": datamodule.pixel_area_m2, **cfg.head}
+               "pixel_area_m2": datamodule.pixel_area_m2, **OmegaConf.to_container(cfg.head)}
+    if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
+        options["encoder_lr_factor"] = 1.0
     if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
         task = SpectralRuleTask(encoder, datamodule.bands,
                                 datamodule.datasets["train"].stats.to_dict(), **options)
@@ -84,6 +89,7 @@ def run(cfg: DictConfig) -> None:
         tested = trainer.test(task, datamodule=datamodule, ckpt_path=callback.best_model_path
                               or None, verbose=False)[0]
         if trainer.is_global_zero:
+            fields["seconds"] = round(time.monotonic() - started, 1)  # the cell's cost
             _finish(task, datamodule, run_dir, fields, {**selected, **tested}, source, data)
     finally:
         tracking.finish()
@@ -100,6 +106,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
         "bands": list(datamodule.bands), "mode": task.hparams.mode,
         "normalization": datamodule.datasets["train"].stats.to_dict(),
         "input_size": task.spec.img_size, "threshold": round(float(task.threshold), 4),
+        "decoder_channels": task.hparams.decoder_channels,
         "pretrained_from": str(source) if source else None, "data": data["name"],
         "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
         "auxiliary": used_auxiliary(data, datamodule.bands),

@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> None:
     scene_path = cfg.scene or find_scenes(data["scenes"])[0]
     polygons = None
     if cfg.labels:
-        index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer))
+        index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer, data.get("pixel_size_m")))
         with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
     out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))

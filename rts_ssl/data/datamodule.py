@@ -29,7 +29,8 @@ class TileDataModule(pl.LightningDataModule):
     fractions, grouping column, seed). ``labels`` (fine-tuning) keeps labelled tiles only and
     draws the train labels with :func:`~rts_ssl.data.splits.label_subset` (``fraction`` or
     ``count``, ``seed``); validation and test are never subsampled. ``balance`` samples
-    train tiles so that about that share contains slumps.
+    train tiles so that about that share contains slumps; ``slump_crops`` places that share
+    of the training crops on a slump of their tile.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class TileDataModule(pl.LightningDataModule):
         labels: Mapping | None = None,
         balance: float | None = None,
         eval_patch_size: int | None = None,
+        slump_crops: float = 0.0,
     ) -> None:
         super().__init__()
         self.data = dict(data)
@@ -53,6 +55,7 @@ class TileDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.patch_size = patch_size
         self.eval_patch_size = eval_patch_size
+        self.slump_crops = slump_crops
         self.bands = list(bands or self.data["bands"])
         self.split_args = dict(split or {})
         self.prepare_workers = prepare_workers
@@ -88,7 +91,8 @@ class TileDataModule(pl.LightningDataModule):
             train = name == "train"
             size = self.patch_size if train else self.eval_patch_size
             self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
-                                              self.temporal_positives and train, grid=not train)
+                                              self.temporal_positives and train, grid=not train,
+                                              slump_crops=self.slump_crops if train else 0.0)
 
     @property
     def pixel_area_m2(self) -> float:

@@ -23,6 +23,7 @@ class TileDataset(Dataset):
     ``bands`` selects bands by name from the prepared dataset (default: all of them).
     ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
     location (the tile itself when the location was seen once), for contrastive learning.
+    ``slump_crops``: the share of random crops placed to hold a slump pixel of their tile.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class TileDataset(Dataset):
         bands: Sequence[str] | None = None,
         temporal_positives: bool = False,
         grid: bool = False,
+        slump_crops: float = 0.0,
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
@@ -51,6 +53,7 @@ class TileDataset(Dataset):
         stats = BandStats.from_dict(self.store.info["normalization"])
         self.stats = stats.select([stats.bands[i] for i in found])
         self.partners = _other_dates(self.store.tiles) if temporal_positives else None
+        self.slump_crops = slump_crops
         self.grid = None
         if grid:
             starts = tile_starts(self.store.tile_size, self.patch_size, 0)
@@ -68,6 +71,8 @@ class TileDataset(Dataset):
         if self.grid is None:
             tiles = self.indices[positions]
             offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
+            if self.slump_crops > 0:
+                self._around_slumps(tiles, offsets)
         else:
             tiles = self.indices[positions // len(self.grid)]
             offsets = self.grid[positions % len(self.grid)]
@@ -77,6 +82,19 @@ class TileDataset(Dataset):
             partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
             batched["positive"] = self._read(partner, offsets)[0]
         return TileBatch(batched)
+
+    def _around_slumps(self, tiles: np.ndarray, offsets: np.ndarray) -> None:
+        """With probability ``slump_crops``, move a crop so that it holds a random slump
+        pixel of its tile (in place): slumps of ~0.1 % of a tile are missed by most random
+        crops, and a crop without them teaches nothing but background."""
+        size, limit = self.patch_size, self.store.tile_size - self.patch_size
+        chosen = np.flatnonzero(torch.rand(len(tiles)).numpy() < self.slump_crops)
+        for k in chosen:
+            rows, cols = np.nonzero(self.store.read(int(tiles[k]))[1][0])
+            if len(rows):
+                pick = int(torch.randint(0, len(rows), (1,)))
+                shift = torch.randint(0, size, (2,)).numpy()
+                offsets[k] = np.clip([rows[pick] - shift[0], cols[pick] - shift[1]], 0, limit)
 
     def _read(self, tiles: np.ndarray, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.patch_size

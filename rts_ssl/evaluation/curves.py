@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/object_f1",
-           "test/object_fp_per_100km2")
+           "test/object_fp_per_100km2", "seconds")  # seconds: what one cell costs
 FOLD = "test_regions"  # cells of one seed on several held-out regions are averaged first
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,

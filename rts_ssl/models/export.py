@@ -103,7 +103,8 @@ def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
     from rts_ssl.models.segmentation import build_segmentation
 
     info = read_info(directory, MODEL)
-    net = build_segmentation(EncoderSpec(**info["architecture"]), info["mode"])
+    net = build_segmentation(EncoderSpec(**info["architecture"]), info["mode"],
+                             info.get("decoder_channels"))
     missing, unexpected = net.load_state_dict(read_weights(directory, MODEL), strict=False)
     if missing or unexpected:
         raise InputError(Path(directory) / "model.safetensors",

@@ -31,11 +31,12 @@ class SegmentationTask(pl.LightningModule):
                  encoder_lr_factor: float = 0.1, weight_decay: float = 1e-4,
                  warmup_epochs: float = 1, dice_weight: float = 1.0,
                  iou_threshold: float = 0.3, pixel_area_m2: float = 9.0,
-                 augment: dict | None = None) -> None:
+                 augment: dict | None = None,
+                 decoder_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec = EncoderSpec(**encoder)
-        self.net = build_segmentation(self.spec, mode)
+        self.net = build_segmentation(self.spec, mode, decoder_channels)
         if mode != "full":
             self.net.backbone.requires_grad_(False)
         self.augment = SegmentationAugment(**augment) if augment is not None else None

@@ -6,6 +6,8 @@ encoder, trained decoder), ``full`` (everything trained; the encoder at a lower 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
@@ -18,13 +20,21 @@ from rts_ssl.models.spectral_rule import SpectralRule
 MODES = ("linear", "frozen", "full")
 
 
-class CNNUNet(nn.Module):
-    """smp U-Net around the same timm backbone (``tu-<name>``): our weights load 1:1."""
+SMP_DECODER = (256, 128, 64, 32, 16)  # smp's default U-Net decoder widths
 
-    def __init__(self, spec: EncoderSpec, linear: bool = False) -> None:
+
+class CNNUNet(nn.Module):
+    """smp U-Net around the same timm backbone (``tu-<name>``): our weights load 1:1.
+
+    ``decoder_channels`` sets the decoder's widths, deepest first: on CPUs the decoder is
+    most of a training step (smp's default 256 .. 16 costs ~60 % of it at 128 px)."""
+
+    def __init__(self, spec: EncoderSpec, linear: bool = False,
+                 decoder_channels: Sequence[int] = SMP_DECODER) -> None:
         super().__init__()
         self.unet = smp.Unet(encoder_name=f"tu-{spec.timm_name}", encoder_weights=None,
-                             in_channels=spec.in_chans, classes=1)
+                             in_channels=spec.in_chans, classes=1,
+                             decoder_channels=tuple(decoder_channels))
         self.linear_head = nn.Conv2d(self.unet.encoder.out_channels[-1], 1, 1) if linear else None
 
     @property
@@ -86,14 +96,18 @@ class ViTPyramid(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear")
 
 
-def build_segmentation(spec: EncoderSpec, mode: str) -> nn.Module:
-    """The network for an encoder spec and fine-tuning mode (``linear|frozen|full``)."""
+def build_segmentation(spec: EncoderSpec, mode: str,
+                       decoder_channels: Sequence[int] | None = None) -> nn.Module:
+    """The network for an encoder spec and fine-tuning mode (``linear|frozen|full``);
+    ``decoder_channels``: the U-Net decoder's widths on CNNs (default: smp's)."""
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r} ({', '.join(MODES)})")
     if spec.name == SpectralRule.name:
         return SpectralRule(spec.in_chans)
     linear = mode == "linear"
-    return ViTPyramid(spec, linear=linear) if spec.is_vit else CNNUNet(spec, linear=linear)
+    if spec.is_vit:
+        return ViTPyramid(spec, linear=linear)
+    return CNNUNet(spec, linear=linear, decoder_channels=decoder_channels or SMP_DECODER)
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
