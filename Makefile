@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The main loop on the embedded synthetic scenes (with their DEMs: slope and relative
 # elevation beside the optical bands), into outputs/demo: prepare tiles, pretrain (short
-# SimCLR), fine-tune on 25 % of the labels (test = the held-out region yamal), then map the
+# SimCLR), fine-tune on the labels of two regions (test = the held-out region yamal), map the
 # held-out region: probability rasters, slump polygons, quicklooks with predicted outlines.
 DEMO := outputs/demo
 SYNTHETIC := $${paths.cache_dir}/synthetic/planet-seed0-512px
@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(PY) -m rts_ssl prepare data=synthetic_planet_dem
 	$(PY) -m rts_ssl pretrain data=synthetic_planet_dem hydra.run.dir=$(DEMO)/pretrain
 	$(PY) -m rts_ssl finetune data=synthetic_planet_dem pretrained=$(DEMO)/pretrain \
-		data.label_fraction=0.25 hydra.run.dir=$(DEMO)/finetune
+		hydra.run.dir=$(DEMO)/finetune
 	$(PY) -m rts_ssl predict checkpoint=$(DEMO)/finetune/model output=$(DEMO)/predict \
 		'input=$(SYNTHETIC)/scenes/yamal' 'dem=$(SYNTHETIC)/dem'
 

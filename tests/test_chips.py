@@ -69,7 +69,7 @@ def test_missing_pixel_size_is_a_one_line_error(tmp_path):
         prepare_dataset({**data, "labels": str(tmp_path / "coco.json"),
                          "pixel_size_m": None}, tmp_path / "out")
     done = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", "data=rgb_chips",
-                           f"data.root={tmp_path}", "data.sources=null",
+                           f"data.root={tmp_path}", "data.sources=null", "data.pixel_size_m=null",
                            f"data.labels={tmp_path / 'coco.json'}",
                            f"data.prepared={tmp_path / 'cli'}"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr

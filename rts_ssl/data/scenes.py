@@ -102,7 +102,8 @@ def select_bands(
     found = band_indexes(names, requested)
     missing = [name for name, i in zip(requested, found, strict=True) if i is None]
     if missing:
-        hint = ("; terrain bands are derived from a DEM: set dem=<DEM GeoTIFF>"
+        hint = ("; terrain bands come from a DEM (dem=<DEM GeoTIFF>) or an auxiliary raster "
+                "(auxiliary=[{path: ..., bands: [...]}])"
                 if set(missing) & set(TERRAIN_BANDS) else "")
         raise InputError(
             path, f"band {', '.join(missing)} not found (file bands: {', '.join(names)}){hint}"
