@@ -106,6 +106,7 @@ def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, 
     per_epoch = curves.dropna(subset=["val/iou"])
     assert len(per_epoch) == 2 and per_epoch["val/loss"].notna().all()
     assert curves["train/loss_epoch"].notna().sum() == 2 and result["seconds"] > 0
+    assert not (run / "checkpoints").exists()  # the model is in model/; a curve keeps no ckpts
 
 
 def test_cli_refuses_an_encoder_of_other_bands(fake_data, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def run(cfg: DictConfig) -> None:
         if trainer.is_global_zero:
             fields["seconds"] = round(time.monotonic() - started, 1)  # the cell's cost
             _finish(task, datamodule, run_dir, fields, {**selected, **tested}, source, data)
+            # model/ holds the selected weights; the Lightning checkpoints (weights plus
+            # optimiser state, ~300 MB for a ResNet-18 U-Net) would fill a disk over a curve
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
 
