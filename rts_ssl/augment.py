@@ -61,6 +61,21 @@ def ssl_view_transform(
         K.RandomHorizontalFlip(),
         K.RandomVerticalFlip(),
         K.RandomRotation90(times=(0, 3)),
+        *strong_view_transform(band_gain, band_offset, blur_p, noise_std, band_dropout),
+    )
+
+
+def strong_view_transform(
+    band_gain: float = 0.2,
+    band_offset: float = 0.2,
+    blur_p: float = 0.3,
+    noise_std: float = 0.05,
+    band_dropout: float = 0.0,
+) -> nn.Sequential:
+    """The photometric part of a view: band jitter + blur + noise + band dropout. Pixels
+    stay where they are, so a teacher's per-pixel targets on the original crop apply to
+    the student's strong view of it (semi-supervised fine-tuning)."""
+    return nn.Sequential(
         BandJitter(band_gain, band_offset),
         K.RandomGaussianBlur((5, 5), sigma=(0.1, 1.5), p=blur_p),
         K.RandomGaussianNoise(std=noise_std, p=0.5),

@@ -60,3 +60,20 @@ def test_block_means_average_valid_pixels_only(tmp_path):
     assert means[0, 0, 0] == pytest.approx(np.mean([2, 7, 8]))
     assert means[2, 1, 1] == pytest.approx(array[2, 2:4, 2:4].mean())
     assert np.isnan(means[:, 1, 2]).all()
+
+
+def test_bench_semi_times_each_method_against_supervised(tmp_path):
+    import yaml
+
+    from fakes import prepared_dataset
+    from rts_ssl.benchmarks import semi
+
+    root = prepared_dataset(tmp_path / "fake")
+    bands = yaml.safe_load((root / "prepared" / "dataset.yaml").read_text())["bands"]
+    data = {"name": "fake", "bands": bands, "prepared": str(root / "prepared")}
+    method = {"name": "fixmatch", "unlabelled_ratio": 0.5, "weight": 1.0, "rampup_epochs": 1,
+              "ema_decay": 0.99, "confidence": 0.95, "collapse_below": 1e-4, "strong": {}}
+    figures = semi.run(data, tmp_path / "work", {"fixmatch": method}, size=32, batch=4,
+                       steps=2, warmup=1)
+    assert figures["supervised"] > 0 and figures["fixmatch"] > 0
+    assert figures["fixmatch_ratio"] == figures["fixmatch"] / figures["supervised"]

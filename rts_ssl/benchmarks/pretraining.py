@@ -32,7 +32,7 @@ def make_task(method: str, encoder: str, bands: int, size: int) -> SSLTask:
     return (SimCLRTask if method == "simclr" else MAETask)(spec, OPTIMIZER)
 
 
-class _StepTimer(pl.Callback):
+class StepTimer(pl.Callback):
     """Wall time of the training steps after ``warmup`` steps (data loading included)."""
 
     def __init__(self, warmup: int) -> None:
@@ -54,7 +54,7 @@ def loop_rate(task: SSLTask, data: dict, workdir: Path, batch: int, steps: int,
     datamodule = TileDataModule(data, batch_size=batch, patch_size=task.spec.img_size,
                                 samples_per_epoch=batch * (steps + warmup),
                                 split={"val_fraction": 0.0, "test_fraction": 0.0})
-    timer = _StepTimer(warmup)
+    timer = StepTimer(warmup)
     logger = tracking.make_logger({"mode": "offline", "project": "rts_ssl-bench"}, workdir,
                                   "bench-pretrain", "bench", "bench", {})
     trainer = pl.Trainer(max_epochs=1, logger=logger, callbacks=[timer], accelerator="auto",

@@ -1,4 +1,5 @@
-"""``python -m rts_ssl bench <data|pretrain|predict>``: benchmarks printing figures and ratios."""
+"""``python -m rts_ssl bench <data|pretrain|predict|semi>``: benchmarks printing figures and
+ratios."""
 
 from pathlib import Path
 
@@ -15,9 +16,11 @@ def run(cfg: DictConfig) -> None:
         _pretrain(cfg, workdir)
     elif cfg.target == "predict":
         _predict(cfg.prediction, workdir / "predict")
+    elif cfg.target == "semi":
+        _semi(cfg, workdir / "semi")
     else:
         raise InputError(f"bench {cfg.target}",
-                         "unknown benchmark (available: data, pretrain, predict)")
+                         "unknown benchmark (available: data, pretrain, predict, semi)")
 
 
 def _data(cfg: DictConfig, workdir: Path) -> None:
@@ -71,3 +74,23 @@ def _predict(cfg: DictConfig, workdir: Path) -> None:
     print(f"end-to-end / bare: {speed['ratio']:.2f}")
     for size, mb in figures["memory_mb"].items():
         print(f"peak RSS of predict on {size} x {size} px: {mb:.0f} MB")
+
+
+def _semi(cfg: DictConfig, workdir: Path) -> None:
+    from hydra import compose
+
+    from rts_ssl.benchmarks import semi
+    from rts_ssl.data.prepare import resolve_source
+
+    data = resolve_source(OmegaConf.to_container(cfg.data, resolve=True))
+    bench = cfg.semi_supervised
+    methods = {m: OmegaConf.to_container(compose("finetune", [f"semi={m}"]).semi, resolve=True)
+               for m in bench.methods}  # each method's conf/semi/ settings
+    figures = semi.run(data, workdir, methods, encoder=bench.encoder, size=bench.input_size,
+                       batch=bench.batch, steps=bench.steps, warmup=bench.warmup)
+    print(f"data: {cfg.data.name}; U-Net on {bench.encoder}, {bench.input_size} px crops, "
+          f"batch {bench.batch}; {bench.steps} timed steps after {bench.warmup}")
+    print(f"supervised: {figures['supervised']:.2f} s/step")
+    for method in bench.methods:
+        print(f"{method}: {figures[method]:.2f} s/step, {figures[f'{method}_ratio']:.2f} x "
+              "supervised")

@@ -1,8 +1,8 @@
 """``python -m rts_ssl curve pretrained=[A,B,none] fractions=[...] seeds=[0,1,2]``.
 
-Runs the label-efficiency grid, entries x folds x fractions x seeds, as one Hydra multirun of
-``finetune`` per entry and fold (cells land in
-``<output>/cells/<entry>/<fold>/f<fraction>_s<seed>``; finished cells are skipped, so an
+Runs the label-efficiency grid, entries x semi_methods x folds x fractions x seeds, as one Hydra
+multirun of ``finetune`` per line (entry, or entry+semi-supervised method) and fold (cells in
+``<output>/cells/<line>/<fold>/f<fraction>_s<seed>``; finished cells are skipped, so an
 interrupted curve resumes), then aggregates and writes ``curve.csv`` + ``curve.png``.
 An entry is a checkpoint and its own fine-tuning overrides (e.g. other bands, or
 ``encoder=spectral_rule`` for the rule baseline); a fold is a set of held-out test regions.
@@ -27,18 +27,24 @@ from rts_ssl.models.export import read_info
 from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
 
 log = logging.getLogger(__name__)
-CURVE_KEYS = ("pretrained", "entries", "folds", "fractions", "seeds", "finetune", "output")
+CURVE_KEYS = ("pretrained", "entries", "folds", "semi_methods", "fractions", "seeds",
+              "finetune", "output")
 
 
 def run(cfg: DictConfig) -> None:
     output = Path(cfg.output)
     entries = curve_entries(cfg)
     folds = [list(fold) for fold in cfg.folds] if cfg.folds else [None]
+    lines = []
     for name, (ref, overrides) in entries.items():
-        for fold in folds:
-            _run_cells(cfg, name, ref, overrides, fold, output)
+        for semi in cfg.semi_methods or ["none"]:
+            line = name if semi == "none" else f"{name}+{semi}"
+            lines.append(line)
+            for fold in folds:
+                method = [f"semi={semi}"] if semi != "none" else []  # none: the entry's own
+                _run_cells(cfg, line, ref, [*overrides, *method], fold, output)
     results = collect_results(output / "cells")
-    curve = aggregate(results[results["pretrained"].isin(list(entries))])
+    curve = aggregate(results[results["pretrained"].isin(lines)])
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     plot_curves(curve, output / "curve.png")
     _log_summary(cfg, curve, output)

@@ -17,10 +17,12 @@ from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import write_atomic
+from rts_ssl.errors import InputError
 from rts_ssl.models.export import export_model, read_info, read_weights, require_bands
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
+from rts_ssl.models.semi import SemiSupervisedTask
 from rts_ssl.models.spectral_rule import SpectralRule
 from rts_ssl.training import build_trainer
 
@@ -50,18 +52,23 @@ def run(cfg: DictConfig) -> None:
                    "img_size": cfg.input_size}
         checkpoint = cfg.pretrained_name or (encoder["name"] if encoder["name"] == SpectralRule.name
                                              else f"random-{encoder['name']}")
+    semi, unlabelled = _semi_supervision(cfg, encoder)
+    if semi and not cfg.pretrained_name:
+        checkpoint += f"+{semi['name']}"
     count = data.get("label_count")
     fraction = None if count else data.get("label_fraction")
     fields = {"pretrained": checkpoint, "ssl": info["ssl"] if info else "none",
               "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
-              "seed": cfg.seed, "mode": cfg.mode,
+              "seed": cfg.seed, "mode": cfg.mode, "semi": semi["name"] if semi else "none",
+              "unlabelled": unlabelled["name"] if unlabelled else None,
               "test_regions": ",".join(cfg.split.test_regions or [])}
     datamodule = TileDataModule(
         data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         patch_size=encoder["img_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
         balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
         slump_crops=cfg.slump_crops,
-        eval_patch_size=encoder["img_size"] if encoder.get("patch_size") else None)
+        eval_patch_size=encoder["img_size"] if encoder.get("patch_size") else None,
+        unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
     datamodule.prepare_data()
     datamodule.setup("fit")
     options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
@@ -71,6 +78,8 @@ def run(cfg: DictConfig) -> None:
     if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
         task = SpectralRuleTask(encoder, datamodule.bands,
                                 datamodule.datasets["train"].stats.to_dict(), **options)
+    elif semi:
+        task = SemiSupervisedTask(encoder, semi, **options)
     else:
         task = SegmentationTask(encoder, **options)
     if source:
@@ -97,6 +106,23 @@ def run(cfg: DictConfig) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
+
+
+def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict | None]:
+    """The semi-supervised method and its unlabelled data; ``(None, None)`` for semi=none."""
+    semi = OmegaConf.to_container(cfg.semi, resolve=True)
+    unlabelled = cfg.get("unlabelled")
+    if semi["name"] == "none":
+        if unlabelled:
+            log.warning("unlabelled=%s is not read: semi=none", unlabelled.name)
+        return None, None
+    if encoder["name"] == SpectralRule.name:
+        raise InputError("semi", "the spectral rule has no network to train on unlabelled "
+                         "imagery: use semi=none")
+    if not unlabelled:
+        raise InputError("semi", f"semi={semi['name']} needs unlabelled imagery: "
+                         "unlabelled=<data config> (conf/unlabelled/)")
+    return semi, OmegaConf.to_container(unlabelled, resolve=True)
 
 
 def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source,

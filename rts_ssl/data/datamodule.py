@@ -30,7 +30,10 @@ class TileDataModule(pl.LightningDataModule):
     draws the train labels with :func:`~rts_ssl.data.splits.label_subset` (``fraction`` or
     ``count``, ``seed``); validation and test are never subsampled. ``balance`` samples
     train tiles so that about that share contains slumps; ``slump_crops`` places that share
-    of the training crops on a slump of their tile.
+    of the training crops on a slump of their tile. ``unlabelled`` (a data config, for
+    semi-supervised fine-tuning) adds random crops of all its tiles, normalised as the
+    labelled data, ``unlabelled_ratio`` of them per labelled crop: training batches are then
+    ``{"labelled": ..., "unlabelled": ...}``.
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class TileDataModule(pl.LightningDataModule):
         balance: float | None = None,
         eval_patch_size: int | None = None,
         slump_crops: float = 0.0,
+        unlabelled: Mapping | None = None,
+        unlabelled_ratio: float = 1.0,
     ) -> None:
         super().__init__()
         self.data = dict(data)
@@ -63,13 +68,17 @@ class TileDataModule(pl.LightningDataModule):
         self.temporal_positives = temporal_positives
         self.labels = dict(labels) if labels else None
         self.balance = balance
+        self.unlabelled = dict(unlabelled) if unlabelled else None
+        self.unlabelled_ratio = unlabelled_ratio
         self.datasets: dict[str, TileDataset] = {}
 
     def prepare_data(self) -> None:
-        """Prepare the dataset once (rank 0 only under DDP) if it is not there yet."""
-        if not (self.root / "dataset.yaml").is_file():
-            log.info("preparing %s into %s", self.data.get("name"), self.root)
-            prepare_dataset(self.data, self.root, workers=self.prepare_workers)
+        """Prepare the datasets once (rank 0 only under DDP) if they are not there yet."""
+        for data in (self.data, self.unlabelled or {}):
+            root = Path(data["prepared"]) if data else None
+            if root is not None and not (root / "dataset.yaml").is_file():
+                log.info("preparing %s into %s", data.get("name"), root)
+                prepare_dataset(data, root, workers=self.prepare_workers)
 
     def setup(self, stage: str | None = None) -> None:
         store = TileStore(self.root)
@@ -93,6 +102,18 @@ class TileDataModule(pl.LightningDataModule):
             self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
                                               self.temporal_positives and train, grid=not train,
                                               slump_crops=self.slump_crops if train else 0.0)
+        if self.unlabelled:
+            self.datasets["unlabelled"] = self._unlabelled_tiles()
+
+    def _unlabelled_tiles(self) -> TileDataset:
+        """Every tile of the unlabelled data, read as the model reads the labelled data."""
+        store = TileStore(self.unlabelled["prepared"])
+        if list(self.unlabelled["bands"]) != list(self.data["bands"]):
+            raise InputError(store.root, f"unlabelled data {self.unlabelled['name']} has bands "
+                             f"{', '.join(self.unlabelled['bands'])} but the labelled data has "
+                             f"{', '.join(self.data['bands'])}")
+        return TileDataset(store, None, self.patch_size, self.bands,
+                           stats=self.datasets["train"].stats)
 
     @property
     def pixel_area_m2(self) -> float:
@@ -105,12 +126,13 @@ class TileDataModule(pl.LightningDataModule):
     def store(self) -> TileStore:
         return self.datasets["train"].store
 
-    def _loader(self, name: str, sampler=None) -> DataLoader:
-        return DataLoader(self.datasets[name], batch_size=self.batch_size, sampler=sampler,
-                          drop_last=sampler is not None, num_workers=self.num_workers,
+    def _loader(self, name: str, sampler=None, batch_size: int | None = None) -> DataLoader:
+        return DataLoader(self.datasets[name], batch_size=batch_size or self.batch_size,
+                          sampler=sampler, drop_last=sampler is not None,
+                          num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, collate_fn=collate_tiles)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """Random tiles (random crops when patches are smaller); ``samples_per_epoch`` long."""
         dataset = self.datasets["train"]
         if len(dataset) == 0:
@@ -127,7 +149,14 @@ class TileDataModule(pl.LightningDataModule):
             else:
                 weights = np.ones(len(positive))
             sampler = WeightedRandomSampler(weights.tolist(), count, replacement=True)
-        return self._loader("train", sampler)
+        labelled = self._loader("train", sampler)
+        if "unlabelled" not in self.datasets:
+            return labelled
+        unlabelled = self.datasets["unlabelled"]
+        batch = max(1, round(self.batch_size * self.unlabelled_ratio))
+        draws = len(labelled) * batch  # as many batches as the labelled loader
+        sampler = RandomSampler(unlabelled, draws > len(unlabelled), num_samples=draws)
+        return {"labelled": labelled, "unlabelled": self._loader("unlabelled", sampler, batch)}
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

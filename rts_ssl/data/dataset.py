@@ -16,7 +16,7 @@ from rts_ssl.errors import InputError
 
 
 class TileDataset(Dataset):
-    """Normalised tiles as ``{"image", "mask", "ignore"}`` tensors.
+    """Normalised tiles as ``{"image", "mask", "ignore", "nodata"}`` tensors.
 
     ``patch_size`` smaller than the tile gives a random crop per access (random locations),
     or with ``grid=True`` (evaluation) every crop of a regular grid covering each tile once;
@@ -24,6 +24,7 @@ class TileDataset(Dataset):
     ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
     location (the tile itself when the location was seen once), for contrastive learning.
     ``slump_crops``: the share of random crops placed to hold a slump pixel of their tile.
+    ``stats``: normalise with these (a model's) instead of the store's own statistics.
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class TileDataset(Dataset):
         temporal_positives: bool = False,
         grid: bool = False,
         slump_crops: float = 0.0,
+        stats: BandStats | None = None,
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
@@ -50,8 +52,10 @@ class TileDataset(Dataset):
                              f"dataset (bands: {', '.join(self.store.bands)})")
         # a plain slice when all bands are taken in stored order: no fancy-index copy per read
         self.band_index = slice(None) if found == list(range(len(self.store.bands))) else found
-        stats = BandStats.from_dict(self.store.info["normalization"])
-        self.stats = stats.select([stats.bands[i] for i in found])
+        if stats is None:
+            stats = BandStats.from_dict(self.store.info["normalization"])
+            stats = stats.select([stats.bands[i] for i in found])
+        self.stats = stats
         self.partners = _other_dates(self.store.tiles) if temporal_positives else None
         self.slump_crops = slump_crops
         self.grid = None
@@ -77,7 +81,8 @@ class TileDataset(Dataset):
             tiles = self.indices[positions // len(self.grid)]
             offsets = self.grid[positions % len(self.grid)]
         image, masks = self._read(tiles, offsets)
-        batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool()}
+        batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool(),
+                   "nodata": masks[:, 2].bool()}
         if self.partners is not None:
             partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
             batched["positive"] = self._read(partner, offsets)[0]

@@ -96,13 +96,19 @@ class SegmentationTask(pl.LightningModule):
         self.test_pixels.reset()
         self.test_objects = ObjectCounts()
 
-    def configure_optimizers(self):
+    def parameter_groups(self) -> list[dict]:
+        """What the optimiser trains, at which rate: the head at ``lr``, the encoder (mode
+        full) at ``lr x encoder_lr_factor``."""
         hp = self.hparams
         groups = [{"params": self.net.decoder_parameters(), "lr": hp.lr}]
         if hp.mode == "full":
             groups.append({"params": self.net.backbone.parameters(),
                            "lr": hp.lr * hp.encoder_lr_factor})
-        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        return groups
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameter_groups(), weight_decay=hp.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = total // max(self.trainer.max_epochs or 1, 1)
         scheduler = warmup_cosine(optimizer, total, int(hp.warmup_epochs * per_epoch))

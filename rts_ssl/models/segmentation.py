@@ -47,10 +47,23 @@ class CNNUNet(nn.Module):
         return [*self.unet.decoder.parameters(), *self.unet.segmentation_head.parameters()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the feature map the head reads (per-pixel embeddings for PixelDINO)."""
         if self.linear_head is None:
-            return self.unet(x)
+            self.unet.check_input_shape(x)
+            features = self.unet.decoder(self.unet.encoder(x))
+            return self.unet.segmentation_head(features), features
         deepest = self.unet.encoder(x)[-1]
-        return F.interpolate(self.linear_head(deepest), size=x.shape[-2:], mode="bilinear")
+        logits = F.interpolate(self.linear_head(deepest), size=x.shape[-2:], mode="bilinear")
+        return logits, deepest
+
+    @property
+    def feature_channels(self) -> int:
+        if self.linear_head is None:
+            return self.unet.segmentation_head[0].in_channels
+        return self.unet.encoder.out_channels[-1]
 
 
 class ViTPyramid(nn.Module):
@@ -84,16 +97,24 @@ class ViTPyramid(nn.Module):
         return params + (list(self.scales.parameters()) if self.scales is not None else [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the feature map the head reads (per-pixel embeddings for PixelDINO)."""
         features = self.vit.forward_intermediates(x, indices=4, output_fmt="NCHW",
                                                   intermediates_only=True)
         if self.scales is None:
-            logits = self.head(features[-1])
+            pyramid = features[-1]
         else:
             size = features[0].shape[-1] * 4
-            maps = [F.interpolate(scale(f), size=(size, size), mode="bilinear")
-                    for scale, f in zip(self.scales, features, strict=True)]
-            logits = self.head(torch.cat(maps, dim=1))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear")
+            pyramid = torch.cat([F.interpolate(scale(f), size=(size, size), mode="bilinear")
+                                 for scale, f in zip(self.scales, features, strict=True)], 1)
+        logits = F.interpolate(self.head(pyramid), size=x.shape[-2:], mode="bilinear")
+        return logits, pyramid
+
+    @property
+    def feature_channels(self) -> int:
+        return self.vit.embed_dim if self.scales is None else 4 * self.scales[2].out_channels
 
 
 def build_segmentation(spec: EncoderSpec, mode: str,

@@ -1,0 +1,167 @@
+"""Semi-supervised fine-tuning: EMA teacher, pseudo-labels, guard rails, the CLI paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from fakes import prepared_dataset
+from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_loss
+
+RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "img_size": 32}
+SEMI = {"name": "mean_teacher", "unlabelled_ratio": 1.0, "weight": 1.0, "rampup_epochs": 0,
+        "ema_decay": 0.99, "confidence": 0.9, "collapse_below": 1e-4, "strong": {}}
+
+
+def test_ema_update_blends_parameters_and_copies_buffers():
+    student, teacher = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(0.0)
+        student.running_mean.fill_(3.0)
+    ema_update(student, teacher, momentum=0.9)
+    assert torch.allclose(teacher.weight, torch.full((2,), 0.1))
+    assert torch.equal(teacher.running_mean, student.running_mean)
+    assert torch.equal(student.weight, torch.ones(2))  # the student is not touched
+
+
+def test_pseudo_labels_only_on_confident_pixels_with_data():
+    probs = torch.tensor([[[0.95, 0.02, 0.5, 0.97]]])  # slump, background, unsure, nodata
+    target = torch.logit(probs)[:, None]
+    logits = torch.tensor([[[[0.3, -0.2, 5.0, -9.0]]]], requires_grad=True)
+    valid = torch.tensor([[[True, True, True, False]]])
+    loss = pseudo_label_loss(target, logits, valid, confidence=0.9)
+    expected = F.binary_cross_entropy_with_logits(torch.tensor([0.3, -0.2]),
+                                                  torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 0, 0, 2] == 0 and logits.grad[0, 0, 0, 3] == 0
+    unsure = pseudo_label_loss(torch.zeros(1, 1, 1, 4), logits, valid, confidence=0.9)
+    assert unsure.item() == 0 and unsure.requires_grad  # nothing confident: no signal
+
+
+def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch):
+    task = SemiSupervisedTask(RESNET, SEMI)
+    monkeypatch.setattr(task, "rampup", lambda: 1.0)
+    logged = {}
+    monkeypatch.setattr(task, "log", lambda key, value, **_: logged.__setitem__(key, value))
+    monkeypatch.setattr(task, "log_dict", lambda values, **_: logged.update(values))
+    background = torch.full((2, 1, 8, 8), -9.0)  # the teacher says "no slump" everywhere
+    task._watch(background, background, torch.ones(2, 8, 8, dtype=torch.bool))
+    assert logged["semi/pseudo_positive"] == 0 and logged["semi/agreement"] == 1
+    with caplog.at_level(logging.WARNING):
+        task.on_train_epoch_end()
+    assert logged["semi/collapsed"] == 1.0 and "collapsed to background" in caplog.text
+    slumps = background.clone()
+    slumps[:, :, :2] = 9.0  # a quarter of the pixels: a healthy share
+    task._watch(slumps, background, torch.ones(2, 8, 8, dtype=torch.bool))
+    task.on_train_epoch_end()
+    assert logged["semi/collapsed"] == 0.0
+
+
+def test_the_teacher_is_not_part_of_the_exported_network():
+    task = SemiSupervisedTask(RESNET, {**SEMI, "name": "pixeldino", "prototypes": 8,
+                                       "teacher_temperature": 0.5, "center_momentum": 0.9})
+    exported = set(task.net.state_dict())
+    assert not any(k.startswith(("teacher", "embedding")) for k in exported)
+    assert all(not p.requires_grad for p in task.teacher.parameters())
+    groups = task.parameter_groups()
+    assert any(p is task.embedding.weight for g in groups for p in g["params"])
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    return prepared_dataset(tmp_path_factory.mktemp("fake"))
+
+
+def config_dir(fake_data):
+    """The fake data as labelled data and as unlabelled imagery (also one of other bands)."""
+    from test_pretrain import write_data_config
+
+    conf = write_data_config(fake_data)
+    (conf / "unlabelled").mkdir(exist_ok=True)
+    (conf / "unlabelled" / "fake.yaml").write_text("defaults:\n  - /data/fake@_here_\n")
+    (conf / "unlabelled" / "rgb.yaml").write_text(yaml.safe_dump(
+        {"defaults": ["/data/fake@_here_", "_self_"], "name": "rgb",
+         "bands": ["red", "green", "blue"]}))
+    return conf
+
+
+def finetune(fake_data, logs, *extra):
+    cmd = [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
+           str(config_dir(fake_data)), "data=fake", f"paths.log_dir={logs}",
+           "split.test_regions=[east]", "split.val_fraction=0.5", "input_size=32",
+           "batch_size=4", "samples_per_epoch=8", "trainer.max_epochs=2",
+           "logger.mode=disabled", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def result(logs):
+    run = sorted((logs / "finetune").glob("*"))[-1]
+    return run, json.loads((run / "result.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "fixmatch", "pixeldino"])
+def test_cli_semi_supervised_run_has_finite_loss_terms(fake_data, tmp_path, method):
+    done = finetune(fake_data, tmp_path, f"semi={method}", "unlabelled=fake")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run, found = result(tmp_path)
+    assert found["semi"] == method and found["unlabelled"] == "fake"
+    assert found["pretrained"] == f"random-resnet18+{method}"
+    curves = pd.read_csv(run / "metrics.csv")
+    for key in ("semi/loss_epoch", "train/loss_epoch", "semi/pseudo_positive",
+                "semi/agreement"):
+        values = curves[key].dropna()
+        assert len(values) == 2 and all(math.isfinite(v) for v in values), key
+    assert (run / "model" / "model.yaml").is_file()
+
+
+def test_cli_semi_none_reproduces_supervised_training(fake_data, tmp_path):
+    plain = finetune(fake_data, tmp_path / "a", "seed=3")
+    ignored = finetune(fake_data, tmp_path / "b", "seed=3", "semi=none", "unlabelled=fake")
+    assert plain.returncode == 0 and ignored.returncode == 0, ignored.stderr[-3000:]
+    assert "unlabelled=fake is not read: semi=none" in ignored.stdout + ignored.stderr
+    (_, a), (_, b) = result(tmp_path / "a"), result(tmp_path / "b")
+    metrics = [k for k in a if k.startswith(("test/", "val/"))] + ["threshold"]
+    assert len(metrics) > 5 and {k: a[k] for k in metrics} == {k: b[k] for k in metrics}
+
+
+def test_cli_semi_refuses_other_bands_and_missing_unlabelled(fake_data, tmp_path):
+    other = finetune(fake_data, tmp_path, "semi=fixmatch", "unlabelled=rgb")
+    assert other.returncode == 2
+    assert "unlabelled data rgb has bands red, green, blue but the labelled data has" in \
+        other.stderr and "Traceback" not in other.stderr
+    missing = finetune(fake_data, tmp_path, "semi=mean_teacher")
+    assert missing.returncode == 2 and "needs unlabelled imagery" in missing.stderr
+    rule = finetune(fake_data, tmp_path, "semi=mean_teacher", "unlabelled=fake",
+                    "encoder=spectral_rule")
+    assert rule.returncode == 2 and "use semi=none" in rule.stderr
+
+
+def test_cli_curve_gains_a_line_per_semi_supervised_method(fake_data, tmp_path):
+    cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir", str(config_dir(fake_data)),
+           "data=fake", f"paths.log_dir={tmp_path}", "pretrained=[none]",
+           "semi_methods=[none,fixmatch]", "unlabelled=fake", "fractions=[1.0]", "seeds=[0]",
+           "logger.mode=disabled",
+           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
+           "'input_size=32','split.val_fraction=0.5','split.test_regions=[east]']"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "curve" / "fake"
+    cells = sorted(p.parent.relative_to(out / "cells").as_posix()
+                   for p in out.glob("cells/*/*/*/result.json"))
+    assert cells == ["random-resnet18+fixmatch/default/f1.0_s0", "random-resnet18/default/f1.0_s0"]
+    semi = json.loads((out / "cells" / cells[0] / "result.json").read_text())
+    assert semi["semi"] == "fixmatch" and semi["unlabelled"] == "fake"
+    curve = pd.read_csv(out / "curve.csv")
+    assert sorted(curve["pretrained"]) == ["random-resnet18", "random-resnet18+fixmatch"]
