@@ -150,4 +150,8 @@ def test_cli_curve_entries_and_folds(fake_data, tmp_path):
                      "rule/test-west/f1.0_s0", "rule/test-west/f1.0_s1"]
     curve = pd.read_csv(out / "curve.csv")
     assert curve[["pretrained", "folds", "seeds"]].values.tolist() == [["rule", 2, 2]]
+    rows = pd.read_csv(out / "cells.csv")  # the data behind the curve, a row per cell
+    assert rows[["test_regions", "seed"]].values.tolist() == [
+        ["east", 0], ["east", 1], ["west", 0], ["west", 1]]
+    assert rows["test/iou"].mean() == pytest.approx(curve.loc[0, "iou_mean"])
     assert {"precision_mean", "object_fp_per_100km2_mean", "auc_iou_ci95"} <= set(curve)

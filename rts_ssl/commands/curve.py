@@ -3,7 +3,8 @@
 Runs the label-efficiency grid, entries x semi_methods x folds x fractions x seeds, as one Hydra
 multirun of ``finetune`` per line (entry, or entry+semi-supervised method) and fold (cells in
 ``<output>/cells/<line>/<fold>/f<fraction>_s<seed>``; finished cells are skipped, so an
-interrupted curve resumes), then aggregates and writes ``curve.csv`` + ``curve.png``.
+interrupted curve resumes), then aggregates and writes ``curve.csv`` + ``curve.png`` (and
+``cells.csv``: every cell's result, the data behind the curve).
 An entry is a checkpoint and its own fine-tuning overrides (e.g. other bands, or
 ``encoder=spectral_rule`` for the rule baseline); a fold is a set of held-out test regions.
 """
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rts_ssl import tracking
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import aggregate, collect_results, plot_curves
+from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, plot_curves
 from rts_ssl.models.export import read_info
 from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
 
@@ -44,8 +45,12 @@ def run(cfg: DictConfig) -> None:
                 method = [f"semi={semi}"] if semi != "none" else []  # none: the entry's own
                 _run_cells(cfg, line, ref, [*overrides, *method], fold, output)
     results = collect_results(output / "cells")
-    curve = aggregate(results[results["pretrained"].isin(lines)])
+    results = results[results["pretrained"].isin(lines)]
+    curve = aggregate(results)
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
+    order = [c for c in ("pretrained", FOLD, "label_fraction", "seed") if c in results]
+    cells = results.drop(columns="model").sort_values(order)
+    write_atomic(output / "cells.csv", lambda tmp: cells.to_csv(tmp, index=False))
     plot_curves(curve, output / "curve.png")
     _log_summary(cfg, curve, output)
     areas = curve.groupby("pretrained")[["auc_iou", "auc_iou_ci95"]].first()
