@@ -79,6 +79,16 @@ def test_the_teacher_is_not_part_of_the_exported_network():
     assert any(p is task.embedding.weight for g in groups for p in g["params"])
 
 
+def test_the_teacher_starts_from_the_loaded_encoder():
+    task = SemiSupervisedTask(RESNET, SEMI)
+    with torch.no_grad():  # as finetune loads pretrained weights after building the task
+        for p in task.net.backbone.parameters():
+            p.add_(1.0)
+    task.on_train_start()
+    student, teacher = task.net.state_dict(), task.teacher.state_dict()
+    assert all(torch.equal(student[k], teacher[k]) for k in student)
+
+
 @pytest.fixture(scope="module")
 def fake_data(tmp_path_factory):
     return prepared_dataset(tmp_path_factory.mktemp("fake"))
@@ -111,13 +121,17 @@ def result(logs):
     return run, json.loads((run / "result.json").read_text())
 
 
-@pytest.mark.parametrize("method", ["mean_teacher", "fixmatch", "pixeldino"])
-def test_cli_semi_supervised_run_has_finite_loss_terms(fake_data, tmp_path, method):
-    done = finetune(fake_data, tmp_path, f"semi={method}", "unlabelled=fake")
+@pytest.mark.parametrize(("method", "encoder", "mode"), [
+    ("mean_teacher", "resnet18", "full"), ("fixmatch", "resnet18", "frozen"),
+    ("pixeldino", "resnet18", "full"), ("pixeldino", "vit_tiny", "linear")])
+def test_cli_semi_supervised_run_has_finite_loss_terms(fake_data, tmp_path, method, encoder,
+                                                       mode):
+    done = finetune(fake_data, tmp_path, f"semi={method}", "unlabelled=fake",
+                    f"encoder={encoder}", f"mode={mode}")
     assert done.returncode == 0, done.stderr[-3000:]
     run, found = result(tmp_path)
     assert found["semi"] == method and found["unlabelled"] == "fake"
-    assert found["pretrained"] == f"random-resnet18+{method}"
+    assert found["pretrained"] == f"random-{encoder}+{method}" and found["mode"] == mode
     curves = pd.read_csv(run / "metrics.csv")
     for key in ("semi/loss_epoch", "train/loss_epoch", "semi/pseudo_positive",
                 "semi/agreement"):
