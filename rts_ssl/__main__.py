@@ -9,7 +9,7 @@ from pathlib import Path
 
 import hydra
 
-from rts_ssl.errors import InputError
+from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Lightning re-launches DDP workers as `python -m rts_ssl.__main__ <overrides>`; the
@@ -26,7 +26,7 @@ COMMANDS = {
     "monitor": "predict one area on many dates, link slumps, growth rates + time series",
     "volume": "volume change per slump from a DEM pair (co-registered, with uncertainty)",
     "quicklook": "render a scene with its slump polygons to PNG",
-    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain`, `bench predict`",
+    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain|predict|semi`",
 }
 USAGE = "usage: python -m rts_ssl <command> [key=value ...]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in COMMANDS.items()
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
             run(cfg)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(INPUT_ERROR_EXIT)
+        except PartialFailure as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(PARTIAL_FAILURE_EXIT)
 
     os.environ[COMMAND_ENV] = command
     sys.argv = [f"rts_ssl {command}", *overrides]

@@ -1,4 +1,11 @@
-"""One exception type for bad user input, so commands can report it as a single line."""
+"""Expected failures, each reported as one line with an exit code a script can act on.
+
+Exit codes: 0 everything done; 2 bad input or nothing done (:class:`InputError`); 3 some
+items (scenes) failed and the rest are done (:class:`PartialFailure`).
+"""
+
+INPUT_ERROR_EXIT = 2
+PARTIAL_FAILURE_EXIT = 3
 
 
 class InputError(Exception):
@@ -11,3 +18,7 @@ class InputError(Exception):
 
     def __reduce__(self):  # picklable, so errors travel back from worker processes
         return type(self), (self.source, self.problem)
+
+
+class PartialFailure(Exception):
+    """Some items of a batch failed (each reported as it happened); the others are done."""

@@ -100,17 +100,53 @@ def test_bad_scenes_are_reported_and_skipped_and_runs_resume(tmp_path):
                   descriptions=("blue", "green", "red"))
     (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 truncated")
     done = predict(model, tmp_path / "in", tmp_path / "out")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 3, done.stderr[-2000:]  # some scenes failed, the rest done
     log = done.stderr + done.stdout
     assert "three.tif: band nir not found" in log
     assert "broken.tif: not a readable GeoTIFF" in log
-    assert "predicted 1 scenes (0 already done, 2 failed)" in log
+    assert "1 scenes mapped (1 now, 0 already done), 2 failed" in log
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 2 of 3 scenes failed")
+    slumps = len(gpd.read_file(tmp_path / "out" / "good_slumps.gpkg"))
     stamp = (tmp_path / "out" / "good_probability.tif").stat().st_mtime_ns
     scene_with_border(tmp_path / "in" / "second.tif")
     again = predict(model, tmp_path / "in", tmp_path / "out")
-    assert "predicted 1 scenes (1 already done, 2 failed)" in again.stderr + again.stdout
+    log = again.stderr + again.stdout
+    assert "2 scenes mapped (1 now, 1 already done), 2 failed" in log
+    assert f": {2 * slumps} slumps" in log  # the summary counts the resumed scene too
     assert (tmp_path / "out" / "good_probability.tif").stat().st_mtime_ns == stamp
     assert (tmp_path / "out" / "second_slumps.gpkg").is_file()
+
+
+def test_predict_exit_codes_and_one_line_errors(tmp_path):
+    model = export(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 truncated")
+    failed = predict(model, tmp_path / "in", tmp_path / "out")
+    assert failed.returncode == 2  # nothing done
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: ")
+    (tmp_path / "file").write_text("x")
+    scene = scene_with_border(tmp_path / "good.tif")
+    onto_file = predict(model, scene, tmp_path / "file")
+    assert onto_file.returncode == 2 and "Traceback" not in onto_file.stderr
+    assert f"{tmp_path / 'file'}: exists and is not a directory" in onto_file.stderr
+    (model / "model.yaml").write_text("format: [unclosed\n")
+    bad_yaml = predict(model, scene, tmp_path / "out2")
+    assert bad_yaml.returncode == 2 and "Traceback" not in bad_yaml.stderr
+    assert "model.yaml: not valid YAML" in bad_yaml.stderr
+
+
+def test_truncated_tiles_name_gdal_problem_and_hint_names_predict_option(tmp_path):
+    model = export(tmp_path)
+    (tmp_path / "in").mkdir()
+    full = scene_with_border(tmp_path / "full.tif", size=600)
+    data = full.read_bytes()
+    (tmp_path / "in" / "cut.tif").write_bytes(data[: len(data) // 2])
+    write_geotiff(tmp_path / "in" / "plain.tif", texture_scene(4, 64), descriptions=None)
+    done = predict(model, tmp_path / "in", tmp_path / "out")
+    log = done.stderr + done.stdout
+    assert "See previous exception" not in log and "cut.tif" in log
+    assert "IReadBlock failed" in log or "TIFFRead" in log
+    assert "plain.tif: bands have no descriptions: name them with bands=[...]" in log
 
 
 def test_ensemble_models_must_agree_on_bands(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rts_ssl.data.scenes import find_scenes
+from rts_ssl.errors import InputError, PartialFailure
 from rts_ssl.inference.predict import Prediction, predict_scenes
 
 log = logging.getLogger(__name__)
@@ -18,12 +19,19 @@ def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
     summary = predict_scenes(find_scenes(cfg.input), prediction, Path(cfg.output),
                              cfg.overwrite)
-    log.info("predicted %d scenes (%d already done, %d failed): %d slumps, %.0f m^2 -> %s",
-             summary.done, summary.skipped, len(summary.failed), summary.slumps,
-             summary.area_m2, cfg.output)
+    log.info("%d scenes mapped (%d now, %d already done), %d failed: %d slumps, %.0f m^2 -> %s",
+             summary.done + summary.skipped, summary.done, summary.skipped,
+             len(summary.failed), summary.slumps, summary.area_m2, cfg.output)
     if len(summary.results) <= LISTED:
         for result in summary.results:
             print(f"{result.scene}: {result.slumps} predicted slumps")
             for kind, path in zip(("probability", "polygons", "quicklook"), result.outputs,
                                   strict=True):
                 print(f"  {kind:<12} {path}")
+    if summary.failed:
+        total = len(summary.failed) + summary.done + summary.skipped
+        problem = next(iter(summary.failed.values()))
+        message = f"{len(summary.failed)} of {total} scenes failed (first: {problem})"
+        if summary.done + summary.skipped == 0:
+            raise InputError(cfg.input, message)
+        raise PartialFailure(message)

@@ -93,9 +93,14 @@ class TileDataModule(pl.LightningDataModule):
             raise InputError("split", str(err)) from None
         chosen = {name: split.index[split == name] for name in ("train", "val", "test")}
         if self.labels is not None:
-            chosen["train"] = label_subset(tiles.loc[chosen["train"]],
-                                           self.labels.get("fraction"),
-                                           self.labels.get("count"), self.labels.get("seed", 0))
+            try:
+                chosen["train"] = label_subset(tiles.loc[chosen["train"]],
+                                               self.labels.get("fraction"),
+                                               self.labels.get("count"),
+                                               self.labels.get("seed", 0))
+            except ValueError as err:
+                key = "label_count" if self.labels.get("count") else "label_fraction"
+                raise InputError(f"data.{key}", str(err)) from None
         for name, indices in chosen.items():
             train = name == "train"
             size = self.patch_size if train else self.eval_patch_size

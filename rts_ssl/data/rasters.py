@@ -147,5 +147,10 @@ def _require_overlap(path: Path, crs: CRS, transform: Affine, src, grid) -> None
 
 
 def first_line(err: Exception) -> str:
+    """The first line of an error's message; rasterio's "See previous exception for details"
+    is replaced by that exception (GDAL's own message, e.g. a truncated tile)."""
+    cause = err.__cause__ or err.__context__
     text = str(err).strip()
+    if cause is not None and (not text or "previous exception" in text):
+        return first_line(cause)
     return text.splitlines()[0] if text else type(err).__name__

@@ -93,7 +93,8 @@ def select_bands(
     elif sensor:
         names, source = get_sensor(sensor).bands, "sensor"
     else:
-        raise InputError(path, "bands have no descriptions; set data.band_names or data.sensor")
+        raise InputError(path, "bands have no descriptions: name them with bands=[...] "
+                             "(predict, evaluate, monitor) or data.band_names / data.sensor")
     if len(names) != count:
         raise InputError(
             path,

@@ -155,25 +155,38 @@ class PredictionSummary:
 
 def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
                    overwrite: bool = False) -> PredictionSummary:
-    """Predict each scene (progress bar); finished scenes are skipped unless ``overwrite``,
-    and a scene that fails is reported and skipped without stopping the rest."""
+    """Predict each scene (progress bar); finished scenes are skipped unless ``overwrite``
+    (their results still count in the summary), and a scene that fails is reported and
+    skipped without stopping the rest."""
     summary = PredictionSummary()
+    if output.exists() and not output.is_dir():
+        raise InputError(output, "exists and is not a directory (output= names the folder "
+                         "for the maps)")
     output.mkdir(parents=True, exist_ok=True)
     for path in tqdm(paths, desc="predict scenes", unit="scene"):
-        if not overwrite and all(p.exists() for p in outputs_for(path, output).values()):
+        targets = outputs_for(path, output)
+        if not overwrite and all(p.exists() for p in targets.values()):
             summary.skipped += 1
-            continue
-        try:
-            result = predict_scene(path, prediction, output)
-        except InputError as err:
-            log.error("failed %s", err)
-            summary.failed[path.name] = str(err)
-            continue
-        summary.done += 1
+            result = finished_scene(path, targets)
+        else:
+            try:
+                result = predict_scene(path, prediction, output)
+            except InputError as err:
+                log.error("failed %s", err)
+                summary.failed[path.name] = str(err)
+                continue
+            summary.done += 1
         summary.results.append(result)
         summary.slumps += result.slumps
         summary.area_m2 += result.area_m2
     return summary
+
+
+def finished_scene(path: Path, targets: dict[str, Path]) -> SceneResult:
+    """The result of a scene predicted by an earlier run, read from its polygons."""
+    slumps = gpd.read_file(targets["slumps"], layer="slumps", columns=["area_m2"])
+    return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
+                       [str(p) for p in targets.values()])
 
 
 def outputs_for(scene: Path, output: Path) -> dict[str, Path]:

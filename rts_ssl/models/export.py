@@ -47,7 +47,13 @@ def read_info(directory: str | Path, kind: str = ENCODER) -> dict:
     meta = Path(directory) / f"{kind}.yaml"
     if not meta.is_file():
         raise InputError(directory, f"not an exported {kind} (no {kind}.yaml)")
-    info = yaml.safe_load(meta.read_text())
+    try:
+        info = yaml.safe_load(meta.read_text())
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "unreadable"
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(meta, f"not valid YAML ({problem}{where})") from None
     if not isinstance(info, dict) or info.get("format") != FORMATS[kind]:
         found = info.get("format") if isinstance(info, dict) else None
         raise InputError(meta, f"unknown {kind} format {found!r}")
