@@ -128,3 +128,27 @@ def test_cli_random_init_label_fraction(fake_data, tmp_path):
                          "encoder=vit_tiny")
     assert result["pretrained"] == "random-vit_tiny" and result["label_fraction"] == 0.5
     assert yaml.safe_load(json.dumps(result))["seed"] == 0
+
+
+def test_cli_without_test_set_exports_the_model_with_validation_metrics(fake_data, tmp_path):
+    run, result = finetune(fake_data, tmp_path / "logs", "split.test_regions=[]")
+    assert "val/f1" in result and not any(k.startswith("test/") for k in result)
+    assert read_info(run / "model", "model")["threshold"] == result["threshold"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.label_fraction=0", "data.label_fraction: label_fraction must be in (0, 1], got 0"),
+    ("data.label_count=100000", "data.label_count: label_count 100000 exceeds the"),
+    ("split.val_fraction=0", "split: no validation tiles"),
+])
+def test_cli_label_subsets_and_splits_that_cannot_be_drawn(fake_data, tmp_path, override,
+                                                          message):
+    from test_pretrain import write_data_config
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
+         str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
+         "split.test_regions=[east]", "input_size=32", "logger.mode=disabled", override],
+        capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}")

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -104,6 +105,29 @@ def test_interrupted_scene_leaves_no_shard(tmp_path, monkeypatch):
         prepare_dataset(data, tmp_path / "out")
     assert not any((tmp_path / "out" / "shards").iterdir())
     assert not (tmp_path / "out" / "dataset.yaml").exists()
+
+
+def test_a_run_that_prepared_nothing_does_not_block_the_next(tmp_path):
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    square_polygons(tmp_path / "far.gpkg", [(X + 1e5, Y, 50)])
+    with pytest.raises(InputError, match="touches a scene"):  # labels that touch no scene
+        prepare_dataset({**data, "labels": str(tmp_path / "far.gpkg")}, tmp_path / "out")
+    assert prepare_dataset(data, tmp_path / "out").tiles == 8  # the good labels: prepared
+
+
+def test_temporaries_of_killed_runs_are_removed(tmp_path):
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # a finished pid
+    stale = tmp_path / "out" / "shards" / f".site_2020-07-01.tmp-{dead}"
+    stale.mkdir(parents=True)
+    (stale / "image.bin").write_bytes(b"")
+    half = tmp_path / "out" / f".dataset.tmp-{dead}.yaml"
+    half.write_text("")
+    live = tmp_path / "out" / "shards" / f".other.tmp-{os.getpid()}"  # a running process
+    live.mkdir()
+    prepare_dataset(data, tmp_path / "out")
+    assert not stale.exists() and not half.exists() and live.is_dir()
 
 
 def test_bad_scene_is_skipped_and_reported(tmp_path, caplog):

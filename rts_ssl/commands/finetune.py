@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> None:
         unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    _check_split(datamodule, cfg)
     options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
                "pixel_area_m2": datamodule.pixel_area_m2, **OmegaConf.to_container(cfg.head)}
     if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
@@ -96,8 +97,13 @@ def run(cfg: DictConfig) -> None:
         # a fitted rule takes no optimiser steps, so no best checkpoint: its last epoch
         best = callback.best_model_score or trainer.callback_metrics.get("val/f1")
         selected = {"val/f1": float("nan") if best is None else float(best)}
-        tested = trainer.test(task, datamodule=datamodule, ckpt_path=callback.best_model_path
-                              or None, verbose=False)[0]
+        if len(datamodule.datasets["test"]):
+            tested = trainer.test(task, datamodule=datamodule,
+                                  ckpt_path=callback.best_model_path or None, verbose=False)[0]
+        else:  # no test set: the selected weights (restored by validating them) exported
+            trainer.validate(task, datamodule=datamodule,
+                             ckpt_path=callback.best_model_path or None, verbose=False)
+            tested = {}
         if trainer.is_global_zero:
             fields["seconds"] = round(time.monotonic() - started, 1)  # the cell's cost
             _finish(task, datamodule, run_dir, fields, {**selected, **tested}, source, data)
@@ -106,6 +112,17 @@ def run(cfg: DictConfig) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
+
+
+def _check_split(datamodule: TileDataModule, cfg: DictConfig) -> None:
+    """Refuse before training a split without validation tiles (the threshold and the
+    model are chosen on them); warn that a split without test tiles gives no test metrics."""
+    if not len(datamodule.datasets["val"]):
+        raise InputError("split", "no validation tiles (the decision threshold is chosen on "
+                         "them): raise split.val_fraction or use another split.group")
+    if not len(datamodule.datasets["test"]):
+        log.warning("no test tiles (split.test_regions=%s): the model is exported with its "
+                    "validation metrics only", list(cfg.split.test_regions or []))
 
 
 def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict | None]:

@@ -32,6 +32,7 @@ from rts_ssl.data.tiles import (
     FORMAT,
     ShardWriter,
     TileStore,
+    remove_stale_temporaries,
     shard_is_complete,
     tile_starts,
     write_atomic,
@@ -75,6 +76,9 @@ def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
     data = resolve_source(data)
     output = Path(output)
     _claim_output(output, _settings(data), overwrite)
+    for folder in (output, output / "shards"):
+        if removed := remove_stale_temporaries(folder):
+            log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
     jobs = scene_jobs(data)
     summary = PrepareSummary(output)
     todo = []
@@ -232,10 +236,12 @@ def _claim_output(output: Path, settings: dict, overwrite: bool) -> None:
         shutil.rmtree(output)
     if marker.exists():
         found = {k: v for k, v in json.loads(marker.read_text()).items() if v is not None}
-        if found != settings:
+        if found == settings:
+            return
+        if any((output / "shards").glob("*/shard.json")):
             raise InputError(output, "was prepared with other settings; use another output "
                              "or overwrite=true")
-        return
+        log.info("%s: nothing was prepared with the earlier settings; starting anew", output)
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(marker, lambda tmp: tmp.write_text(json.dumps(settings, indent=1)))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -90,6 +91,33 @@ class ShardWriter:
 
 def shard_is_complete(root: Path, key: str) -> bool:
     return (root / "shards" / key / "shard.json").is_file()
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove ``.<name>.tmp-<pid>...`` files and folders (of :func:`write_atomic` and
+    :class:`ShardWriter`) left by processes that no longer run (killed runs); returns how
+    many. Those of live processes (a concurrent run) are kept."""
+    removed = 0
+    for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        pid = re.match(r"\d+", path.name.rsplit(".tmp-", 1)[1])
+        if pid is None or _alive(int(pid.group())):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_atomic(path: Path, write) -> None:
