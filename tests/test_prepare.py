@@ -279,3 +279,26 @@ def test_slump_crops_hold_a_slump_pixel(tmp_path):
     hits = [plain.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean(),
             placed.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean()]
     assert hits[0] < 0.5 and hits[1] == 1.0  # a 20 px slump in a 128 px tile
+
+
+def test_scenes_reached_through_symbolic_links(tmp_path):
+    data = make_data(tmp_path / "kept")  # the files live elsewhere
+    links = tmp_path / "training_set" / "north"
+    links.mkdir(parents=True)
+    for scene in sorted((tmp_path / "kept" / "scenes" / "north").glob("*.tif")):
+        (links / scene.name).symlink_to(scene)
+    linked = {**data, "scenes": str(tmp_path / "training_set")}
+    summary = prepare_dataset(linked, tmp_path / "out")
+    assert summary.prepared == ["site_2020-07-01", "site_2021-07-01"]  # the links' names
+    assert summary.tiles == 16
+
+
+def test_masks_pair_with_scenes_of_one_site_folder(tmp_path):
+    from rts_ssl.inference.evaluate import pair_scenes
+
+    for folder in ("scenes/s002", "masks/s002"):
+        (tmp_path / folder).mkdir(parents=True)
+    scene = write_geotiff(tmp_path / "scenes" / "s002" / "a.tif", ramp_scene(size=32))
+    mask = tmp_path / "masks" / "s002" / "a_mask.tif"
+    mask.write_bytes(b"")
+    assert pair_scenes([scene], tmp_path / "masks") == [(scene, mask)]

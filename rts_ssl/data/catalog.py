@@ -56,7 +56,7 @@ def scene_jobs(data: Mapping) -> list[SceneJob]:
     """
     sources = [{**data, **source} for source in data.get("sources") or [{}]]
     found = [find_scenes(source["scenes"]) for source in sources]
-    common = Path(os.path.commonpath([str(p.parent.resolve()) for paths in found
+    common = Path(os.path.commonpath([os.path.abspath(p.parent) for paths in found
                                       for p in paths]))
     jobs = []
     for source, paths in zip(sources, found, strict=True):
@@ -67,7 +67,7 @@ def scene_jobs(data: Mapping) -> list[SceneJob]:
         if source.get("labels"):
             _attach_labels(source_jobs, source)
         if source.get("masks"):
-            scenes_root = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
+            scenes_root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in paths]))
             _attach_masks(source_jobs, scenes_root, Path(source["masks"]))
         jobs += source_jobs
     _assign_places(jobs)
@@ -77,8 +77,9 @@ def scene_jobs(data: Mapping) -> list[SceneJob]:
 def _scene_job(path: Path, common: Path, source: dict, table: dict[str, dict]) -> SceneJob:
     """A scene's job: key, and region / place / date from the scene table, the path
     pattern, else the file (date) and ``data.region``."""
-    rel = path.resolve().relative_to(common).as_posix()
-    match = re.compile(source.get("pattern") or r"$^").search(path.resolve().as_posix())
+    absolute = Path(os.path.abspath(path))  # a symbolic link is the path it is
+    rel = absolute.relative_to(common).as_posix()
+    match = re.compile(source.get("pattern") or r"$^").search(absolute.as_posix())
     groups = {k: v for k, v in (match.groupdict() if match else {}).items() if v}
     groups |= {k: str(v) for k, v in table.get(path.stem, {}).items() if pd.notna(v)}
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.rsplit(".", 1)[0].replace("/", "__"))

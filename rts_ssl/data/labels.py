@@ -8,6 +8,7 @@ polygons; empty and non-polygon geometries are dropped with a count in the log.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -175,9 +176,13 @@ def _one_line(err: Exception) -> str:
 
 def find_mask(scene: Path, scenes_root: Path, masks_root: Path) -> Path | None:
     """A scene's raster mask: ``<stem>_mask.tif`` (or the scene's own name) in the folder
-    mirroring the scene's under ``masks_root``, else directly in ``masks_root``."""
-    relative = scene.resolve().parent.relative_to(scenes_root.resolve())
-    for folder in (masks_root / relative, masks_root):
+    mirroring the scene's under ``masks_root``, or named like the scene's last folders
+    (``masks/<site>/`` for ``input=scenes/<site>``), else directly in ``masks_root``.
+    Paths are taken as given: a scene reached through a symbolic link is where the link is."""
+    scene_folder = Path(os.path.abspath(scene.parent))
+    relative = scene_folder.relative_to(os.path.abspath(scenes_root))
+    tails = [Path(*scene_folder.parts[-k:]) for k in range(1, len(scene_folder.parts))]
+    for folder in (masks_root / relative, *(masks_root / tail for tail in tails), masks_root):
         for name in (f"{scene.stem}_mask.tif", f"{scene.stem}_mask.tiff",
                      f"{scene.stem}_mask{scene.suffix}", scene.name):
             if (folder / name).is_file():

@@ -100,7 +100,7 @@ def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:
     (``<stem>_mask.tif`` in folders mirroring the scenes', see ``find_mask``)."""
     if mask.is_file():
         return [(scene, mask) for scene in scenes]
-    root = Path(os.path.commonpath([str(scene.parent.resolve()) for scene in scenes]))
+    root = Path(os.path.commonpath([os.path.abspath(scene.parent) for scene in scenes]))
     pairs = []
     for scene in scenes:
         found = find_mask(scene, root, mask)
