@@ -13,11 +13,16 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    data = resolve_source(OmegaConf.to_container(cfg.data, resolve=True))
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if not cfg.scene:  # the data config's first scene (synthetic scenes generated if needed)
+        data = resolve_source(data)
     scene_path = cfg.scene or find_scenes(data["scenes"])[0]
     polygons = None
     if cfg.labels:
-        index = LabelIndex(read_polygons(cfg.labels, cfg.labels_layer, data.get("pixel_size_m")))
+        # the data config's layer belongs to its own labels; another file: its only layer
+        own = str(cfg.labels) == str(data.get("labels"))
+        layer = cfg.labels_layer or (data.get("labels_layer") if own else None)
+        index = LabelIndex(read_polygons(cfg.labels, layer, data.get("pixel_size_m")))
         with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
     out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))
