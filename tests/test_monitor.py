@@ -102,6 +102,8 @@ def test_monitor_tracks_one_growing_slump_and_skips_the_hidden_date(tmp_path):
     assert slump["area_first_m2"] == expected[0] and slump["area_last_m2"] == expected[-1]
     assert slump["max_advance_m"] == pytest.approx(30 * 3.0)
     assert slump["first_seen"] == DATES[0] and slump["last_seen"] == DATES[-1]
+    assert list(series["detected"]) == [True, True, False, True]
+    assert slump["n_detected"] == 3 and slump["n_observed"] == 3
     out = tmp_path / "out"
     rows = gpd.read_file(out / "slumps_timeseries.gpkg")
     assert len(rows) == 4 and rows.crs.to_epsg() == 32608
@@ -163,3 +165,23 @@ def test_cli_one_line_errors_for_one_date_and_unparseable_dates(tmp_path):
                         "date_pattern='_(?P<date>\\d{8})'")
     assert done.returncode == 2 and "no date matching date_pattern" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_timeseries_plot_gives_each_slump_a_colour_and_breaks_winters(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from rts_ssl.monitoring import figures
+
+    dates = ["2020-07-01", "2020-08-15", "2021-07-01", "2021-08-15"]
+    series = pd.DataFrame([{"slump_id": i, "date": d, "area_m2": 100.0 * (i + 1) + k,
+                            "observed": True} for i in range(12) for k, d in enumerate(dates)])
+    monkeypatch.setattr(figures.plt, "close", lambda fig: None)  # keep the figure to look at
+    figures.render_timeseries(series, tmp_path / "t.png")
+    ax = plt.gcf().axes[0]
+    drawn = [line for line in ax.lines if len(line.get_xdata())]
+    assert all(len(line.get_xdata()) == 2 for line in drawn)  # one line per summer
+    assert len(drawn) == 24
+    colours = {line.get_label(): line.get_color() for line in drawn
+               if line.get_label().startswith("slump")}
+    assert len(colours) == 12 and len(set(colours.values())) == 12
+    plt.close("all")

@@ -38,20 +38,28 @@ def render_change_map(change: np.ndarray, grid, polygons: gpd.GeoDataFrame,
 
 
 def render_timeseries(series: pd.DataFrame, output: Path, top: int = 12,
-                      title: str = "slump area through time") -> Path:
-    """Area over time of the ``top`` largest slumps: filled markers where the slump was
-    observed, hollow where nodata or cloud hid it (those dates are left out of the fits)."""
+                      title: str = "slump area through time", gap_days: int = 120) -> Path:
+    """Area over time of the ``top`` largest slumps, one colour each: filled markers where
+    the slump was observed, hollow where nodata or cloud hid it (those dates are left out of
+    the fits); lines break across gaps longer than ``gap_days`` (winters)."""
     largest = (series.groupby("slump_id")["area_m2"].max().sort_values(ascending=False)
                .index[:top])
+    colours = plt.get_cmap("tab20" if len(largest) > 10 else "tab10").colors
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for slump_id in largest:
+    for i, slump_id in enumerate(largest):
+        colour = colours[i % len(colours)]
         part = series[series["slump_id"] == slump_id].sort_values("date")
         dates = pd.to_datetime(part["date"])
         seen = part["observed"].to_numpy(bool)
-        line, = ax.plot(dates[seen], part["area_m2"][seen], marker="o", markersize=3,
-                        linewidth=1, label=f"slump {slump_id}")
+        area = part["area_m2"].to_numpy(float)[seen]
+        shown = dates[seen]
+        season = np.concatenate([[0], np.cumsum(np.diff(shown.to_numpy()).astype(
+            "timedelta64[D]").astype(int) > gap_days)]) if len(shown) else np.array([], int)
+        for k in np.unique(season):
+            ax.plot(shown[season == k], area[season == k], marker="o", markersize=3,
+                    linewidth=1, color=colour, label=f"slump {slump_id}" if k == 0 else None)
         ax.plot(dates[~seen], part["area_m2"][~seen], linestyle="none", marker="o",
-                markersize=4, markerfacecolor="none", color=line.get_color())
+                markersize=4, markerfacecolor="none", color=colour)
     ax.set_xlabel("date")
     ax.set_ylabel("area (m²)")
     ax.set_title(title, fontsize=10)

@@ -1,7 +1,9 @@
 """Slump time series: per-date observations of linked tracks, growth rates, boundary advance.
 
-A date on which a slump's footprint is mostly nodata or cloud is kept in the table but marked
-``observed = False`` and left out of the fits: a hidden slump did not shrink.
+Each row says whether the slump was ``detected`` (predicted) on that date and whether it was
+``observed`` (its footprint visible: not mostly nodata or cloud). A date on which it was
+observed but not detected has area 0; a date on which it was hidden is kept but left out of
+the fits: a hidden slump did not shrink.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def max_boundary_advance(first: shapely.Geometry, last: shapely.Geometry,
 def observations(tracks: Sequence[Track], rasters: Sequence[DateRaster], min_valid: float,
                  crs) -> gpd.GeoDataFrame:
     """One row per slump and date from its first to its last date (geometry, area_m2, date,
-    mean_prob, valid_fraction, observed). Dates where the slump was not predicted but its
-    footprint was visible get area 0; hidden dates are kept, marked not observed.
+    mean_prob, valid_fraction, detected, observed). Dates where the slump was not detected
+    but its footprint was visible get area 0; hidden dates are kept, marked not observed.
     """
     rows = []
     for track in tracks:
@@ -62,22 +64,25 @@ def observations(tracks: Sequence[Track], rasters: Sequence[DateRaster], min_val
             rows.append({"slump_id": track.id, "date": raster.date,
                          "area_m2": geometry.area if geometry is not None else 0.0,
                          "mean_prob": mean_prob if geometry is not None else float("nan"),
-                         "valid_fraction": valid, "observed": valid >= min_valid,
+                         "valid_fraction": valid, "detected": geometry is not None,
+                         "observed": valid >= min_valid,
                          "geometry": geometry if geometry is not None else footprint})
-    columns = ["slump_id", "date", "area_m2", "mean_prob", "valid_fraction", "observed",
-               "geometry"]
+    columns = ["slump_id", "date", "area_m2", "mean_prob", "valid_fraction", "detected",
+               "observed", "geometry"]
     return gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs=crs)
 
 
 def summarise(tracks: Sequence[Track], series: gpd.GeoDataFrame, step: float
               ) -> gpd.GeoDataFrame:
-    """One row per slump: first/last seen, areas, robust growth rate, boundary advance."""
+    """One row per slump: first/last seen, on how many dates it was detected (``n_detected``)
+    and how many showed its footprint (``n_observed``, detected or not), areas, robust
+    growth rate, boundary advance."""
     rows = []
     for track in tracks:
         part = series[(series["slump_id"] == track.id) & series["observed"]]
         seen = part[part["area_m2"] > 0]
         row = {"slump_id": track.id, "first_seen": min(track.geometries),
-               "last_seen": max(track.geometries), "n_dates": len(track.geometries),
+               "last_seen": max(track.geometries), "n_detected": len(track.geometries),
                "n_observed": len(part), "area_first_m2": float("nan"),
                "area_last_m2": float("nan"), "growth_m2_per_yr": float("nan"),
                "max_advance_m": float("nan"), "split_from": track.split_from,
