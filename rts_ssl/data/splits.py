@@ -61,8 +61,9 @@ def assign_splits(
     if test_regions:
         unknown = set(test_regions) - set(tiles["region"])
         if unknown:
-            raise ValueError(f"unknown test region(s) {sorted(unknown)}; "
-                             f"regions: {sorted(tiles['region'].unique())}")
+            raise ValueError(f"unknown test region(s) {sorted(unknown)}; the data's regions "
+                             f"are {sorted(tiles['region'].unique())}: set "
+                             "split.test_regions=[...]")
         held_out = tiles["region"].isin(test_regions)
         split = pd.Series("test", index=tiles.index, name="split")
         rest = tiles.loc[~held_out, group]
