@@ -43,6 +43,11 @@ def test_bench_predict_runs_on_small_scenes(tmp_path):
     assert speed["ratio"] == pytest.approx(speed["end_to_end"] / speed["bare"])
     assert set(figures["memory_mb"]) == {300, 600}
     assert all(100 < mb < 4000 for mb in figures["memory_mb"].values())
+    import geopandas as gpd
+
+    # the memory leg's model predicts no slump: its time is not spent on noise polygons
+    assert len(gpd.read_file(next((tmp_path / "memory_600").glob("*_slumps.gpkg")))) == 0
+    assert figures["seconds"] > 0
 
 
 def test_block_means_average_valid_pixels_only(tmp_path):
