@@ -22,3 +22,9 @@ class InputError(Exception):
 
 class PartialFailure(Exception):
     """Some items of a batch failed (each reported as it happened); the others are done."""
+
+
+def some_failed(failed: dict[str, str], total: int) -> PartialFailure:
+    """The failure of ``len(failed)`` of ``total`` items (scenes), naming the first problem."""
+    first = next(iter(failed.values()))
+    return PartialFailure(f"{len(failed)} of {total} scenes failed (first: {first})")

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rts_ssl.data.scenes import find_scenes
+from rts_ssl.errors import some_failed
 from rts_ssl.inference.predict import Prediction
 from rts_ssl.monitoring.dates import scene_date
 from rts_ssl.monitoring.monitor import check_dates, monitor
@@ -15,5 +16,7 @@ from rts_ssl.monitoring.monitor import check_dates, monitor
 def run(cfg: DictConfig) -> None:
     scenes = [(scene_date(path, cfg.date_pattern), path) for path in find_scenes(cfg.input)]
     check_dates(scenes)
-    monitor(scenes, Prediction.from_config(cfg), Path(cfg.output), cfg.overwrite,
-            cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band)
+    result = monitor(scenes, Prediction.from_config(cfg), Path(cfg.output), cfg.overwrite,
+                     cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band)
+    if result.failed:  # the other dates are monitored
+        raise some_failed(result.failed, len(scenes))

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rts_ssl.data.scenes import find_scenes
-from rts_ssl.errors import InputError, PartialFailure
+from rts_ssl.errors import InputError, some_failed
 from rts_ssl.inference.predict import Prediction, predict_scenes
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ def run(cfg: DictConfig) -> None:
                                   strict=True):
                 print(f"  {kind:<12} {path}")
     if summary.failed:
-        total = len(summary.failed) + summary.done + summary.skipped
-        problem = next(iter(summary.failed.values()))
-        message = f"{len(summary.failed)} of {total} scenes failed (first: {problem})"
-        if summary.done + summary.skipped == 0:
-            raise InputError(cfg.input, message)
-        raise PartialFailure(message)
+        failure = some_failed(summary.failed, len(summary.failed) + summary.done + summary.skipped)
+        if summary.done + summary.skipped == 0:  # nothing done: bad input
+            raise InputError(cfg.input, str(failure))
+        raise failure

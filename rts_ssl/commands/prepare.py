@@ -5,6 +5,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl.data.prepare import prepare_dataset
+from rts_ssl.errors import some_failed
 
 log = logging.getLogger(__name__)
 
@@ -16,3 +17,6 @@ def run(cfg: DictConfig) -> None:
     for key, error in summary.failed.items():
         log.error("failed %s: %s", key, error)
     log.info("prepared %s", summary.line())
+    if summary.failed:  # the others are prepared
+        raise some_failed(summary.failed, len(summary.failed) + len(summary.prepared)
+                          + len(summary.skipped))

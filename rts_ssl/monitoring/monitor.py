@@ -32,6 +32,7 @@ class Monitoring:
     tracks: list[Track]
     series: gpd.GeoDataFrame  # one row per slump and date
     slumps: gpd.GeoDataFrame  # one row per slump
+    failed: dict[str, str]    # scenes that could not be predicted, and why
 
 
 def monitor(scenes: list[tuple[str, Path]], prediction: Prediction, output: Path,
@@ -55,7 +56,7 @@ def monitor(scenes: list[tuple[str, Path]], prediction: Prediction, output: Path
                          f"({len(summary.failed)} failed)")
     tracks = link_tracks(polygons, min_overlap)
     series = observations(tracks, rasters, 1.0 - max_nodata_fraction, crs)
-    result = Monitoring(tracks, series, summarise(tracks, series, step))
+    result = Monitoring(tracks, series, summarise(tracks, series, step), summary.failed)
     _write(output, result)
     log.info("%d dates, %d slumps tracked (%d splits, %d merges); %d slump-dates hidden by "
              "nodata/cloud, left out of the fits -> %s", len(rasters), len(tracks),
