@@ -109,7 +109,10 @@ def test_bad_scenes_are_reported_and_skipped_and_runs_resume(tmp_path):
     slumps = len(gpd.read_file(tmp_path / "out" / "good_slumps.gpkg"))
     stamp = (tmp_path / "out" / "good_probability.tif").stat().st_mtime_ns
     scene_with_border(tmp_path / "in" / "second.tif")
+    killed = tmp_path / "out" / ".second_probability.tmp-999999999.tif"  # a killed run's
+    killed.write_bytes(b"half")
     again = predict(model, tmp_path / "in", tmp_path / "out")
+    assert not killed.exists()
     log = again.stderr + again.stdout
     assert "2 scenes mapped (1 now, 1 already done), 2 failed" in log
     assert f": {2 * slumps} slumps" in log  # the summary counts the resumed scene too

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 from rts_ssl.data.terrain import RADIUS_M
-from rts_ssl.data.tiles import write_atomic
+from rts_ssl.data.tiles import remove_stale_temporaries, write_atomic
 from rts_ssl.errors import InputError
 from rts_ssl.inference.exclusion import Exclusion
 from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
@@ -163,6 +163,8 @@ def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
         raise InputError(output, "exists and is not a directory (output= names the folder "
                          "for the maps)")
     output.mkdir(parents=True, exist_ok=True)
+    if removed := remove_stale_temporaries(output):
+        log.info("%s: removed %d temporaries of interrupted runs", output, removed)
     for path in tqdm(paths, desc="predict scenes", unit="scene"):
         targets = outputs_for(path, output)
         if not overwrite and all(p.exists() for p in targets.values()):
