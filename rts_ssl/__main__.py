@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from omegaconf.errors import OmegaConfBaseException
 
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
 
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             run(cfg)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(INPUT_ERROR_EXIT)
+        except OmegaConfBaseException as err:  # a config value that cannot be resolved
+            key = getattr(err, "full_key", None) or "config"
+            print(f"error: {key}: {str(err).splitlines()[0]}", file=sys.stderr)
             sys.exit(INPUT_ERROR_EXIT)
         except PartialFailure as err:
             print(f"error: {err}", file=sys.stderr)

@@ -16,13 +16,13 @@ def run(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if not cfg.scene:  # the data config's first scene (synthetic scenes generated if needed)
         data = resolve_source(data)
-    scene_path = cfg.scene or find_scenes(data["scenes"])[0]
+    scene_path = find_scenes(cfg.scene)[0] if cfg.scene else find_scenes(data["scenes"])[0]
+    # a given scene: the given labels only; else the data config's own (and their layer)
+    labels = cfg.labels or (None if cfg.scene else data.get("labels"))
+    layer = cfg.labels_layer or (None if cfg.labels else data.get("labels_layer"))
     polygons = None
-    if cfg.labels:
-        # the data config's layer belongs to its own labels; another file: its only layer
-        own = str(cfg.labels) == str(data.get("labels"))
-        layer = cfg.labels_layer or (data.get("labels_layer") if own else None)
-        index = LabelIndex(read_polygons(cfg.labels, layer, data.get("pixel_size_m")))
+    if labels:
+        index = LabelIndex(read_polygons(labels, layer, data.get("pixel_size_m")))
         with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
     out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))

@@ -72,14 +72,25 @@ def resolve_source(data: Mapping) -> dict:
 
 def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
                     overwrite: bool = False) -> PrepareSummary:
-    """Tile every scene of the data config into ``output`` (a prepared dataset)."""
+    """Tile every scene of the data config into ``output`` (a prepared dataset); a run that
+    fails before preparing anything leaves no new folder behind."""
     data = resolve_source(data)
     output = Path(output)
+    created = not output.exists()
+    try:
+        return _prepare(data, output, workers, overwrite)
+    except InputError:
+        if created and not any((output / "shards").glob("*/shard.json")):
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _prepare(data: dict, output: Path, workers: int, overwrite: bool) -> PrepareSummary:
+    jobs = scene_jobs(data)
     _claim_output(output, _settings(data), overwrite)
     for folder in (output, output / "shards"):
         if removed := remove_stale_temporaries(folder):
             log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
-    jobs = scene_jobs(data)
     summary = PrepareSummary(output)
     todo = []
     for job in jobs:

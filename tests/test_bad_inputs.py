@@ -1,0 +1,90 @@
+"""Every command over a table of bad inputs: one line, the documented exit code, no traceback
+and no new files beside the intended outputs (README: exit codes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_predict import export, scene_with_border
+
+from fakes import texture_scene, write_geotiff
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    made = {"model": export(root), "scene": scene_with_border(root / "scene.tif", size=200)}
+    made["truncated"] = root / "truncated.tif"
+    made["truncated"].write_bytes(made["scene"].read_bytes()[:3000])
+    made["text"] = root / "notes.tif"
+    made["text"].write_text("not an image")
+    made["empty_file"] = root / "empty.gpkg"
+    made["empty_file"].write_bytes(b"")
+    made["empty_dir"] = root / "nothing"
+    made["empty_dir"].mkdir()
+    made["three_bands"] = write_geotiff(root / "three.tif", texture_scene(3, 64),
+                                        descriptions=("blue", "green", "red"))
+    made["no_crs"] = write_geotiff(root / "nocrs.tif", texture_scene(4, 64), crs=None)
+    made["a_file"] = root / "a_file"
+    made["a_file"].write_text("x")
+    made["missing"] = root / "missing.tif"
+    conf = root / "conf" / "data"
+    conf.mkdir(parents=True)
+    (conf / "missing_scenes.yaml").write_text(yaml.safe_dump({
+        "defaults": ["synthetic_planet", "_self_"], "name": "missing_scenes",
+        "synthetic": None, "root": str(root), "scenes": str(root / "no_such_folder"),
+        "labels": None, "prepared": str(root / "prepared")}))
+    (conf / "unresolvable.yaml").write_text(yaml.safe_dump({  # root needs synthetic.seed
+        "defaults": ["synthetic_planet", "_self_"], "name": "unresolvable", "synthetic": None}))
+    made["conf"] = root / "conf"
+    return made
+
+
+# (command, arguments with {placeholders} of `files`, exit code, words of the last line)
+CASES = [
+    ("predict", ["checkpoint={missing}", "input={scene}", "output={out}"], 2, "no model.yaml"),
+    ("predict", ["checkpoint={model}", "input={missing}", "output={out}"], 2, "missing.tif"),
+    ("predict", ["checkpoint={model}", "input={empty_dir}", "output={out}"], 2, "nothing"),
+    ("predict", ["checkpoint={model}", "input={truncated}", "output={out}"], 2, "truncated.tif"),
+    ("predict", ["checkpoint={model}", "input={text}", "output={out}"], 2, "notes.tif"),
+    ("predict", ["checkpoint={model}", "input={three_bands}", "output={out}"], 2, "band nir"),
+    ("predict", ["checkpoint={model}", "input={no_crs}", "output={out}"], 2, "georeference"),
+    ("predict", ["checkpoint={model}", "input={scene}", "output={a_file}"], 2,
+     "not a directory"),
+    ("evaluate", ["checkpoint={model}", "input={scene}", "mask={missing}", "output={out}"], 2,
+     "missing.tif"),
+    ("evaluate", ["checkpoint={model}", "input={scene}", "mask={empty_file}",
+                  "output={out}"], 2, "empty.gpkg"),
+    ("monitor", ["checkpoint={model}", "input={scene}", "output={out}"], 2, "no date"),
+    ("finetune", ["pretrained={missing}"], 2, "missing.tif"),
+    ("prepare", ["--config-dir", "{conf}", "data=missing_scenes"], 2, "no_such_folder"),
+    ("prepare", ["--config-dir", "{conf}", "data=unresolvable"], 2, "data.root"),
+    ("quicklook", ["scene={missing}", "output={out}"], 2, "missing.tif"),
+    ("volume", ["dem_before={missing}", "dem_after={scene}", "polygons={empty_file}",
+                "output={out}"], 2, "missing.tif"),
+]
+
+
+@pytest.mark.parametrize(("command", "arguments", "code", "words"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, command, arguments,
+                                                    code, words):
+    values = {k: str(v) for k, v in files.items()} | {"out": str(tmp_path / "out")}
+    before = set(files["scene"].parent.rglob("*"))
+    done = subprocess.run(
+        [sys.executable, "-m", "rts_ssl", command, *(a.format(**values) for a in arguments),
+         f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}",
+         f"paths.data_dir={tmp_path / 'data'}"],
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and last.startswith("error: ") and words in last
+    assert set(files["scene"].parent.rglob("*")) == before  # nothing new beside the inputs
+    outputs = tmp_path / "out"
+    leftovers = [p for p in outputs.rglob("*") if p.is_file()] if outputs.is_dir() else []
+    assert not leftovers, leftovers
