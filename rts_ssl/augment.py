@@ -46,22 +46,16 @@ class BandDropout(nn.Module):
         return x * keep
 
 
-def ssl_view_transform(
-    size: int,
-    crop_scale: tuple[float, float] = (0.3, 1.0),
-    band_gain: float = 0.2,
-    band_offset: float = 0.2,
-    blur_p: float = 0.3,
-    noise_std: float = 0.05,
-    band_dropout: float = 0.0,
-) -> nn.Module:
-    """One random view: crop + flips + 90-degree rotations + band jitter + blur + noise."""
+def ssl_view_transform(size: int, crop_scale: tuple[float, float] = (0.3, 1.0),
+                       **photometric: float) -> nn.Module:
+    """One random view: crop + flips + 90-degree rotations, then the photometric part
+    (:func:`strong_view_transform`: band jitter + blur + noise + band dropout)."""
     return nn.Sequential(
         K.RandomResizedCrop((size, size), scale=tuple(crop_scale)),
         K.RandomHorizontalFlip(),
         K.RandomVerticalFlip(),
         K.RandomRotation90(times=(0, 3)),
-        *strong_view_transform(band_gain, band_offset, blur_p, noise_std, band_dropout),
+        *strong_view_transform(**photometric),
     )
 
 

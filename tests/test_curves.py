@@ -131,6 +131,16 @@ def test_folds_are_averaged_per_seed_and_areas_get_intervals():
         4.303 * 0.01 / np.sqrt(3))
 
 
+TINY_CELLS = ("finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
+              "'input_size=32','split.val_fraction=0.5']")
+
+
+def finished_cells(curve_dir) -> list[str]:
+    """``<line>/<fold>/<cell>`` of every cell with a result, sorted."""
+    return sorted(p.parent.relative_to(curve_dir / "cells").as_posix()
+                  for p in curve_dir.glob("cells/*/*/*/result.json"))
+
+
 def test_cli_curve_entries_and_folds(fake_data, tmp_path):
     from test_pretrain import write_data_config
 
@@ -138,15 +148,11 @@ def test_cli_curve_entries_and_folds(fake_data, tmp_path):
            str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
            "pretrained=[]", "+entries.rule.pretrained=none",
            "+entries.rule.finetune=['encoder=spectral_rule']", "folds=[[east],[west]]",
-           "fractions=[1.0]", "seeds=[0,1]", "logger.mode=disabled",
-           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
-           "'input_size=32','split.val_fraction=0.5']"]
+           "fractions=[1.0]", "seeds=[0,1]", "logger.mode=disabled", TINY_CELLS]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "curve" / "fake"
-    cells = sorted(p.parent.relative_to(out / "cells").as_posix()
-                   for p in out.glob("cells/*/*/*/result.json"))
-    assert cells == ["rule/test-east/f1.0_s0", "rule/test-east/f1.0_s1",
+    assert finished_cells(out) == ["rule/test-east/f1.0_s0", "rule/test-east/f1.0_s1",
                      "rule/test-west/f1.0_s0", "rule/test-west/f1.0_s1"]
     curve = pd.read_csv(out / "curve.csv")
     assert curve[["pretrained", "folds", "seeds"]].values.tolist() == [["rule", 2, 2]]

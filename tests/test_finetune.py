@@ -71,15 +71,19 @@ def fake_data(tmp_path_factory):
     return prepared_dataset(tmp_path_factory.mktemp("fake"))
 
 
+def finetune_cmd(conf_dir, logs, *extra) -> list[str]:
+    """A tiny fine-tuning run on the fake data (config dir from ``write_data_config``)."""
+    return [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir", str(conf_dir),
+            "data=fake", f"paths.log_dir={logs}", "split.test_regions=[east]",
+            "split.val_fraction=0.5", "input_size=32", "batch_size=4", "samples_per_epoch=8",
+            "trainer.max_epochs=2", "logger.mode=disabled", *extra]
+
+
 def finetune(fake_data, logs, *extra):
     from test_pretrain import write_data_config
 
-    cmd = [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
-           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={logs}",
-           "split.test_regions=[east]", "split.val_fraction=0.5", "input_size=32",
-           "batch_size=4", "samples_per_epoch=8", "trainer.max_epochs=2",
-           "logger.mode=disabled", *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(finetune_cmd(write_data_config(fake_data), logs, *extra),
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     run = sorted((logs / "finetune").glob("*"))[-1]
     return run, json.loads((run / "result.json").read_text())

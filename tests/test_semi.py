@@ -108,12 +108,10 @@ def config_dir(fake_data):
 
 
 def finetune(fake_data, logs, *extra):
-    cmd = [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
-           str(config_dir(fake_data)), "data=fake", f"paths.log_dir={logs}",
-           "split.test_regions=[east]", "split.val_fraction=0.5", "input_size=32",
-           "batch_size=4", "samples_per_epoch=8", "trainer.max_epochs=2",
-           "logger.mode=disabled", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    from test_finetune import finetune_cmd
+
+    return subprocess.run(finetune_cmd(config_dir(fake_data), logs, *extra),
+                          capture_output=True, text=True)
 
 
 def result(logs):
@@ -163,17 +161,16 @@ def test_cli_semi_refuses_other_bands_and_missing_unlabelled(fake_data, tmp_path
 
 
 def test_cli_curve_gains_a_line_per_semi_supervised_method(fake_data, tmp_path):
+    from test_curves import TINY_CELLS, finished_cells
+
     cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir", str(config_dir(fake_data)),
            "data=fake", f"paths.log_dir={tmp_path}", "pretrained=[none]",
            "semi_methods=[none,fixmatch]", "unlabelled=fake", "fractions=[1.0]", "seeds=[0]",
-           "logger.mode=disabled",
-           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
-           "'input_size=32','split.val_fraction=0.5','split.test_regions=[east]']"]
+           "logger.mode=disabled", TINY_CELLS[:-1] + ",'split.test_regions=[east]']"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "curve" / "fake"
-    cells = sorted(p.parent.relative_to(out / "cells").as_posix()
-                   for p in out.glob("cells/*/*/*/result.json"))
+    cells = finished_cells(out)
     assert cells == ["random-resnet18+fixmatch/default/f1.0_s0", "random-resnet18/default/f1.0_s0"]
     semi = json.loads((out / "cells" / cells[0] / "result.json").read_text())
     assert semi["semi"] == "fixmatch" and semi["unlabelled"] == "fake"
