@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(PY) -m rts_ssl finetune data=synthetic_planet_dem pretrained=$(DEMO)/pretrain \
 		hydra.run.dir=$(DEMO)/finetune
 	$(PY) -m rts_ssl predict checkpoint=$(DEMO)/finetune/model output=$(DEMO)/predict \
-		'input=$(SYNTHETIC)/scenes/yamal' 'dem=$(SYNTHETIC)/dem'
+		'input=$(SYNTHETIC)/scenes/yamal' 'dem=$(SYNTHETIC)/dem' overwrite=true
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
