@@ -16,7 +16,7 @@ def run(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if not cfg.scene:  # the data config's first scene (synthetic scenes generated if needed)
         data = resolve_source(data)
-    scene_path = find_scenes(cfg.scene)[0] if cfg.scene else find_scenes(data["scenes"])[0]
+    scene_path = find_scenes(cfg.scene or data["scenes"])[0]
     # a given scene: the given labels only; else the data config's own (and their layer)
     labels = cfg.labels or (None if cfg.scene else data.get("labels"))
     layer = cfg.labels_layer or (None if cfg.labels else data.get("labels_layer"))

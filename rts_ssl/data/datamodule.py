@@ -74,9 +74,9 @@ class TileDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Prepare the datasets once (rank 0 only under DDP) if they are not there yet."""
-        for data in (self.data, self.unlabelled or {}):
-            root = Path(data["prepared"]) if data else None
-            if root is not None and not (root / "dataset.yaml").is_file():
+        for data in filter(None, (self.data, self.unlabelled)):
+            root = Path(data["prepared"])
+            if not (root / "dataset.yaml").is_file():
                 log.info("preparing %s into %s", data.get("name"), root)
                 prepare_dataset(data, root, workers=self.prepare_workers)
 

@@ -32,6 +32,7 @@ from rts_ssl.data.tiles import (
     FORMAT,
     ShardWriter,
     TileStore,
+    any_shard,
     remove_stale_temporaries,
     shard_is_complete,
     tile_starts,
@@ -80,7 +81,7 @@ def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
     try:
         return _prepare(data, output, workers, overwrite)
     except InputError:
-        if created and not any((output / "shards").glob("*/shard.json")):
+        if created and not any_shard(output):
             shutil.rmtree(output, ignore_errors=True)
         raise
 
@@ -89,8 +90,7 @@ def _prepare(data: dict, output: Path, workers: int, overwrite: bool) -> Prepare
     jobs = scene_jobs(data)
     _claim_output(output, _settings(data), overwrite)
     for folder in (output, output / "shards"):
-        if removed := remove_stale_temporaries(folder):
-            log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
+        remove_stale_temporaries(folder)
     summary = PrepareSummary(output)
     todo = []
     for job in jobs:
@@ -249,7 +249,7 @@ def _claim_output(output: Path, settings: dict, overwrite: bool) -> None:
         found = {k: v for k, v in json.loads(marker.read_text()).items() if v is not None}
         if found == settings:
             return
-        if any((output / "shards").glob("*/shard.json")):
+        if any_shard(output):
             raise InputError(output, "was prepared with other settings; use another output "
                              "or overwrite=true")
         log.info("%s: nothing was prepared with the earlier settings; starting anew", output)

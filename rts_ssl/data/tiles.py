@@ -18,6 +18,7 @@ Layout of a prepared dataset::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import yaml
 from rts_ssl.errors import InputError
 
 FORMAT = "rts_ssl.tiles/1"
+log = logging.getLogger(__name__)
 MASK_PLANES = ("mask", "ignore", "nodata")  # slump=1; 1=excluded from loss; 1=no data
 MAX_OPEN = 256  # shards mapped at once: each map holds a file descriptor
 TILE_COLUMNS = (
@@ -93,10 +95,15 @@ def shard_is_complete(root: Path, key: str) -> bool:
     return (root / "shards" / key / "shard.json").is_file()
 
 
+def any_shard(root: Path) -> bool:
+    """Whether any scene's shard is complete in ``root``."""
+    return any((root / "shards").glob("*/shard.json"))
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Remove ``.<name>.tmp-<pid>...`` files and folders (of :func:`write_atomic` and
-    :class:`ShardWriter`) left by processes that no longer run (killed runs); returns how
-    many. Those of live processes (a concurrent run) are kept."""
+    :class:`ShardWriter`) left by processes that no longer run (killed runs), and say so;
+    returns how many. Those of live processes (a concurrent run) are kept."""
     removed = 0
     for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
         pid = re.match(r"\d+", path.name.rsplit(".tmp-", 1)[1])
@@ -107,6 +114,8 @@ def remove_stale_temporaries(folder: Path) -> int:
         else:
             path.unlink(missing_ok=True)
         removed += 1
+    if removed:
+        log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
     return removed
 
 

@@ -163,8 +163,7 @@ def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
         raise InputError(output, "exists and is not a directory (output= names the folder "
                          "for the maps)")
     output.mkdir(parents=True, exist_ok=True)
-    if removed := remove_stale_temporaries(output):
-        log.info("%s: removed %d temporaries of interrupted runs", output, removed)
+    remove_stale_temporaries(output)
     for path in tqdm(paths, desc="predict scenes", unit="scene"):
         targets = outputs_for(path, output)
         if not overwrite and all(p.exists() for p in targets.values()):

@@ -51,11 +51,9 @@ def render_timeseries(series: pd.DataFrame, output: Path, top: int = 12,
         part = series[series["slump_id"] == slump_id].sort_values("date")
         dates = pd.to_datetime(part["date"])
         seen = part["observed"].to_numpy(bool)
-        area = part["area_m2"].to_numpy(float)[seen]
-        shown = dates[seen]
-        season = np.concatenate([[0], np.cumsum(np.diff(shown.to_numpy()).astype(
-            "timedelta64[D]").astype(int) > gap_days)]) if len(shown) else np.array([], int)
-        for k in np.unique(season):
+        shown, area = dates[seen], part["area_m2"][seen]
+        season = (shown.diff().dt.days > gap_days).cumsum()  # a new line after each winter
+        for k in season.unique():
             ax.plot(shown[season == k], area[season == k], marker="o", markersize=3,
                     linewidth=1, color=colour, label=f"slump {slump_id}" if k == 0 else None)
         ax.plot(dates[~seen], part["area_m2"][~seen], linestyle="none", marker="o",
