@@ -113,9 +113,10 @@ def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, 
     assert not (run / "checkpoints").exists()  # the model is in model/; a curve keeps no ckpts
 
 
-def test_cli_refuses_an_encoder_of_other_bands(fake_data, tmp_path):
-    export_encoder(tmp_path / "enc", build_encoder(RESNET), RESNET,
-                   {"bands": ["B4", "B3", "B2", "B8"], "ssl": "mae", "data": "x"})
+def test_cli_refuses_an_encoder_of_bands_the_data_lacks(fake_data, tmp_path):
+    spec = EncoderSpec("resnet18", "resnet18", 5, 32)
+    export_encoder(tmp_path / "enc", build_encoder(spec), spec,
+                   {"bands": ["B4", "B3", "B2", "B8", "slope"], "ssl": "mae", "data": "x"})
     from test_pretrain import write_data_config
 
     done = subprocess.run(
@@ -124,7 +125,7 @@ def test_cli_refuses_an_encoder_of_other_bands(fake_data, tmp_path):
          f"pretrained={tmp_path / 'enc'}", "logger.mode=disabled"],
         capture_output=True, text=True)
     assert done.returncode == 2
-    assert "encoder was trained on bands B4, B3, B2, B8 but the data has blue" in done.stderr
+    assert "encoder was trained on bands B4, B3, B2, B8, slope but the data has blue" in done.stderr
 
 
 def test_cli_random_init_label_fraction(fake_data, tmp_path):

@@ -11,9 +11,10 @@ import yaml
 from fakes import prepared_dataset
 from rts_ssl.data.dataset import TileDataset
 from rts_ssl.errors import InputError
-from rts_ssl.models.encoders import EncoderSpec
-from rts_ssl.models.export import export_encoder, load_encoder, read_encoder_info, require_bands
+from rts_ssl.models.encoders import EncoderSpec, build_encoder
+from rts_ssl.models.export import export_encoder, load_encoder, read_encoder_info
 from rts_ssl.models.mae import MAETask
+from rts_ssl.models.pretrained import pretrained_weights
 from rts_ssl.models.simclr import SimCLRTask
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0}
@@ -87,12 +88,33 @@ def test_exported_encoder_reloads_with_identical_embeddings(tmp_path, encoder):
     assert info["bands"] == meta["bands"]
 
 
-def test_band_mismatch_is_refused(tmp_path):
-    info = {"bands": ["blue", "green", "red", "nir"]}
-    require_bands(info, ["B2", "B3", "B4", "B8"], tmp_path)  # declared equivalent: fine
+def test_encoder_weights_are_mapped_to_the_data_bands_by_name(tmp_path):
+    optical = ["blue", "green", "red", "nir"]
+    spec = EncoderSpec(**{**RESNET, "in_chans": 4})
+    encoder = build_encoder(spec)
+    with torch.no_grad():
+        for k in range(4):
+            encoder.conv1.weight[:, k] = float(k + 1)
+    export_encoder(tmp_path / "cnn", encoder, spec, {"bands": optical})
+    info = read_encoder_info(tmp_path / "cnn")
+    same = pretrained_weights(tmp_path / "cnn", info, ["B2", "B3", "B4", "B8"])  # equivalents
+    torch.testing.assert_close(same["conv1.weight"], encoder.conv1.weight)
+    # optical encoder, data optical + terrain in another order: mapped, new bands at zero
+    mapped = pretrained_weights(tmp_path / "cnn", info, ["B4", "slope", "B3", "B2", "B8"])
+    assert [float(mapped["conv1.weight"][0, k, 0, 0]) for k in range(5)] == [3, 0, 2, 1, 4]
+    torch.testing.assert_close(mapped["layer1.0.conv1.weight"], encoder.layer1[0].conv1.weight)
     with pytest.raises(InputError, match="trained on bands blue, green, red, nir but the data "
-                                         "has B4, B3, B2, B8"):
-        require_bands(info, ["B4", "B3", "B2", "B8"], tmp_path / "enc")
+                                         "has B4, B3, B2"):
+        pretrained_weights(tmp_path / "cnn", info, ["B4", "B3", "B2"])  # nir missing
+    vit_spec = EncoderSpec(**{**VIT, "in_chans": 4})
+    export_encoder(tmp_path / "vit", build_encoder(vit_spec), vit_spec, {"bands": optical})
+    vit_info = read_encoder_info(tmp_path / "vit")
+    assert pretrained_weights(tmp_path / "vit", vit_info, ["B2", "B3", "B4", "B8"])
+    with pytest.raises(InputError, match="a ViT exactly its bands"):
+        pretrained_weights(tmp_path / "vit", vit_info, ["B2", "B3", "B4", "B8", "slope"])
+
+
+def test_unknown_encoder_format_is_refused(tmp_path):
     (tmp_path / "encoder.yaml").write_text("format: something-else\n")
     with pytest.raises(InputError, match="unknown encoder format"):
         read_encoder_info(tmp_path)

@@ -18,9 +18,9 @@ from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
-from rts_ssl.models.export import export_model, read_info, read_weights, require_bands
+from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
-from rts_ssl.models.pretrained import resolve_pretrained
+from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
 from rts_ssl.models.semi import SemiSupervisedTask
 from rts_ssl.models.spectral_rule import SpectralRule
@@ -42,8 +42,8 @@ def run(cfg: DictConfig) -> None:
                                 cfg.input_size)
     info = read_info(source) if source else None
     if info:
-        require_bands(info, data["bands"], source)
-        encoder = dict(info["architecture"])
+        weights = pretrained_weights(source, info, data["bands"])
+        encoder = {**info["architecture"], "in_chans": len(data["bands"])}
         if not encoder.get("patch_size"):  # CNNs take any crop; ViTs keep their input size
             encoder["img_size"] = cfg.input_size
         checkpoint = cfg.pretrained_name or f"{info['ssl']}-{encoder['name']}-{info['data']}"
@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> None:
     else:
         task = SegmentationTask(encoder, **options)
     if source:
-        load_backbone(task.net, read_weights(source), str(source))
+        load_backbone(task.net, weights, str(source))
     name = tracking.run_name("finetune", checkpoint, data["name"],
                              f"n{count}" if count else f"f{fraction}", f"s{cfg.seed}")
     logger = tracking.make_logger(cfg.logger, run_dir, name, group=f"finetune-{checkpoint}",

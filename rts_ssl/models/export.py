@@ -18,7 +18,6 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rts_ssl.data.sensors import canonical_band
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
 
@@ -94,14 +93,6 @@ def load_encoder(directory: str | Path) -> tuple[nn.Module, dict]:
                          f"weights do not fit {spec.name} (missing {len(missing)}, "
                          f"unexpected {len(unexpected)} tensors)")
     return encoder.eval(), info
-
-
-def require_bands(info: dict, bands: list[str], source: str | Path) -> None:
-    """Refuse an encoder trained on other bands than the data offers (names, in order)."""
-    trained = list(info.get("bands") or [])
-    if [canonical_band(b) for b in trained] != [canonical_band(b) for b in bands]:
-        raise InputError(source, f"encoder was trained on bands {', '.join(trained)} but the "
-                         f"data has {', '.join(bands)}")
 
 
 def load_model(directory: str | Path) -> tuple[nn.Module, dict]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from rts_ssl.data.sensors import band_indexes
+from rts_ssl.data.sensors import band_indexes, canonical_band
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
-from rts_ssl.models.export import export_encoder
+from rts_ssl.models.export import export_encoder, read_weights
 
 log = logging.getLogger(__name__)
 NONE = ("", "none", "None", "null")
@@ -82,6 +82,26 @@ def published_encoder(name: str, bands: Sequence[str], cache_dir: Path,
     return export_encoder(target, encoder, spec, metadata)
 
 
+def pretrained_weights(source: Path, info: dict,
+                       bands: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The exported encoder's weights for a network that reads ``bands``.
+
+    The encoder's own bands (by name, in order): as stored. A CNN whose bands are all among
+    ``bands`` (an optical encoder fine-tuned on optical + slope): its first layer mapped by
+    band name, as for published weights, the bands it never saw starting at zero. Anything
+    else is refused: a ViT's patch embedding, or data without a band the encoder needs.
+    """
+    trained = list(info.get("bands") or [])
+    state = read_weights(source)
+    if [canonical_band(b) for b in trained] == [canonical_band(b) for b in bands]:
+        return state
+    if FIRST_CONV in state and None not in band_indexes(bands, trained):
+        return map_input_bands(state, trained, bands)
+    raise InputError(source, f"encoder was trained on bands {', '.join(trained)} but the data "
+                     f"has {', '.join(bands)} (a CNN encoder takes data holding all its bands, "
+                     "a ViT exactly its bands)")
+
+
 def map_input_bands(state: dict[str, torch.Tensor], source_bands: Sequence[str],
                     bands: Sequence[str]) -> dict[str, torch.Tensor]:
     """The state dict with the first layer's input channels picked by band name; bands not
@@ -97,7 +117,7 @@ def map_input_bands(state: dict[str, torch.Tensor], source_bands: Sequence[str],
             mapped[:, k] = weight[:, index]
     new = [b for b, i in zip(bands, found, strict=True) if i is None]
     if new:
-        log.info("published weights have no %s: those input channels start at zero",
+        log.info("the encoder was not trained on %s: those input channels start at zero",
                  ", ".join(new))
     return {**{k: v for k, v in state.items() if not k.startswith("fc.")}, FIRST_CONV: mapped}
 
