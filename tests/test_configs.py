@@ -39,29 +39,22 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_for_every_command_it_names(experiment):
-    """Each command an experiment's header names composes with it; a label-efficiency
-    experiment's `pretrain` sweeps its recipes into the folders its curve entries read."""
+    """Each command an experiment's header names composes with it; the curve's pretrained
+    entries are the folders that the `pretrain` runs named in the header sweep into."""
     header = (CONF / "experiment" / f"{experiment}.yaml").read_text()
-    commands = set(re.findall(r"python -m rts_ssl (\w+) experiment=", header))
-    assert commands, "the header names the commands that run the experiment"
+    runs = re.findall(r"python -m rts_ssl (\w+) experiment=(\w+)", header)
+    assert (
+        runs and {name for _, name in runs} >= {experiment}
+    ), "the header names the commands that run the experiment"
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        for command in commands - {"pretrain", "curve"}:
-            cfg = compose(command, overrides=[f"experiment={experiment}"])
-            OmegaConf.to_container(cfg, resolve=False)
-        if "pretrain" not in commands:
+        for command, name in runs:
+            if command not in ("pretrain", "curve"):
+                OmegaConf.to_container(compose(command, overrides=[f"experiment={name}"]),
+                                       resolve=False)
+        jobs = [job for command, name in runs if command == "pretrain"
+                for job in _pretrain_jobs(name)]
+        if not jobs:
             return
-        pretrain = compose("pretrain", overrides=[f"experiment={experiment}"],
-                           return_hydra_config=True)
-        params = dict(pretrain.hydra.sweeper.params)
-        assert pretrain.hydra.mode.name == "MULTIRUN"
-        jobs = []
-        for recipe in params.pop("+recipe").split(","):
-            overrides = [f"experiment={experiment}", f"+recipe={recipe}",
-                         *(f"{k}={v}" for k, v in params.items())]
-            job = compose("pretrain", overrides=overrides, return_hydra_config=True)
-            assert job.encoder.patch_size or job.ssl.name != "mae"  # MAE needs a ViT
-            jobs.append(f"{job.hydra.sweep.dir}/{job.ssl.name}-{job.encoder.name}")
-            OmegaConf.to_container(job.data, resolve=True)
         curve = compose("curve", overrides=[f"experiment={experiment}"])
         pretrained = [e.pretrained for e in curve.entries.values()
                       if e is not None and e.pretrained not in (None, "none")]
@@ -69,7 +62,25 @@ def test_every_experiment_composes_for_every_command_it_names(experiment):
         assert curve.output.startswith(curve.experiment_dir) and curve.folds
         for entry in [e for e in curve.entries.values() if e is not None]:
             compose("finetune", overrides=[f"experiment={experiment}",
-                                           *(entry.get("finetune") or [])])
+                                           *(entry.get("finetune") or []),
+                                           *(curve.get("finetune") or [])])
+
+
+def _pretrain_jobs(experiment: str) -> list[str]:
+    """The encoder folders `pretrain experiment=<experiment>` writes (one per recipe)."""
+    pretrain = compose("pretrain", overrides=[f"experiment={experiment}"],
+                       return_hydra_config=True)
+    params = dict(pretrain.hydra.sweeper.params)
+    assert pretrain.hydra.mode.name == "MULTIRUN"
+    jobs = []
+    for recipe in params.pop("+recipe").split(","):
+        overrides = [f"experiment={experiment}", f"+recipe={recipe}",
+                     *(f"{k}={v}" for k, v in params.items())]
+        job = compose("pretrain", overrides=overrides, return_hydra_config=True)
+        assert job.encoder.patch_size or job.ssl.name != "mae"  # MAE needs a ViT
+        jobs.append(f"{job.hydra.sweep.dir}/{job.ssl.name}-{job.encoder.name}")
+        OmegaConf.to_container(job.data, resolve=True)
+    return jobs
 
 
 def test_commands_other_than_pretrain_run_once_under_a_sweeping_experiment():
