@@ -253,11 +253,7 @@ class Scene:
 
     def acquisition_date(self) -> str | None:
         """Date from GeoTIFF tags (ACQUISITION_DATE or TIFFTAG_DATETIME), else from the name."""
-        for text in (self.tags.get("ACQUISITION_DATE"), self.tags.get("TIFFTAG_DATETIME")):
-            date = date_in(text)
-            if date:
-                return date
-        return date_in(self.path.name)
+        return tagged_date(self.tags, self.path.name)
 
     def close(self) -> None:
         self._src.close()
@@ -315,6 +311,15 @@ def used_auxiliary(data: Mapping, bands: Sequence[str]) -> list[dict]:
     records so that prediction pairs scenes with the same rasters)."""
     return [aux.to_dict() for aux in Auxiliary.parse(data.get("auxiliary"))
             if set(aux.bands) & set(bands)]
+
+
+def tagged_date(tags: Mapping, name: str) -> str | None:
+    """ISO date from GeoTIFF tags (ACQUISITION_DATE or TIFFTAG_DATETIME), else from ``name``."""
+    for text in (tags.get("ACQUISITION_DATE"), tags.get("TIFFTAG_DATETIME"), name):
+        date = date_in(text)
+        if date:
+            return date
+    return None
 
 
 def date_in(text: str | None) -> str | None:

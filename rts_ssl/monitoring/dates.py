@@ -15,7 +15,7 @@ import rasterio
 import shapely
 from rasterio.features import geometry_mask, geometry_window
 
-from rts_ssl.data.scenes import date_in
+from rts_ssl.data.scenes import date_in, tagged_date
 from rts_ssl.errors import InputError
 from rts_ssl.inference.predict import SCALE
 from rts_ssl.inference.sliding import NODATA
@@ -31,11 +31,9 @@ def scene_date(path: Path, pattern: str | None = None) -> str:
             raise InputError(path, f"no date matching date_pattern {pattern!r} in the name")
         return date
     with rasterio.open(path) as src:
-        tags = src.tags()
-    for text in (tags.get("ACQUISITION_DATE"), tags.get("TIFFTAG_DATETIME"), path.name):
-        date = date_in(text)
-        if date:
-            return date
+        date = tagged_date(src.tags(), path.name)
+    if date:
+        return date
     raise InputError(path, "no date in its metadata or file name; set date_pattern=<regex "
                      "with a (?P<date>...) group>")
 
