@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rts_ssl.evaluation.metrics import (
-    ObjectCounts,
-    mask_objects,
-    match_objects,
-    pixel_metrics,
-    with_ignore,
-)
+from rts_ssl.data.vectorise import mask_objects
+from rts_ssl.evaluation.metrics import ObjectCounts, match_objects, pixel_metrics, with_ignore
 
 
 def square(mask, row, col, size):
@@ -66,3 +61,22 @@ def test_object_counts_precision_recall_and_false_positive_density():
     strict = ObjectCounts()
     strict.add(predicted, reference, valid, 9.0, iou_threshold=0.5)
     assert strict.true_positives == 0
+
+
+def test_regions_cut_by_strip_borders_are_one_polygon_again():
+    from rasterio.transform import from_origin
+
+    from rts_ssl.data.vectorise import StripPolygons
+
+    mask = np.zeros((30, 20), np.uint8)
+    square(mask, 5, 2, 16)   # crosses both strip borders (rows 10 and 20)
+    square(mask, 0, 15, 3)   # inside the first strip
+    transform = from_origin(100, 200, 2, 2)
+    regions = StripPolygons()
+    for top in (0, 10, 20):
+        regions.add(mask[top:top + 10], transform * transform.translation(0, top))
+    polygons = sorted(regions.polygons(), key=lambda p: p.area)
+    assert len(regions.parts) == 4 and len(polygons) == 2
+    assert [p.area for p in polygons] == [9 * 4, 16 * 16 * 4]
+    assert polygons[1].bounds == (104, 200 - 21 * 2, 136, 200 - 5 * 2)
+    assert [p.area for p in sorted(mask_objects(mask), key=lambda p: p.area)] == [9, 256]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 import torch
-from rasterio.features import shapes
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     BinaryF1Score,
@@ -21,6 +20,8 @@ from torchmetrics.classification import (
     BinaryPrecision,
     BinaryRecall,
 )
+
+from rts_ssl.data.vectorise import mask_objects
 
 IGNORE = 255
 
@@ -39,13 +40,6 @@ def pixel_metrics() -> MetricCollection:
 def with_ignore(target: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
     """Target with ignored pixels set to IGNORE (what :func:`pixel_metrics` expects)."""
     return target.long().masked_fill(ignore.bool(), IGNORE)
-
-
-def mask_objects(mask: np.ndarray) -> list[shapely.Polygon]:
-    """8-connected regions of a binary mask as polygons in pixel coordinates."""
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    return [shapely.geometry.shape(geom) for geom, value in
-            shapes(mask, mask=mask > 0, connectivity=8) if value]
 
 
 def match_objects(predicted: list, reference: list, iou_threshold: float = 0.3):

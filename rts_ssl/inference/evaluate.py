@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import shapely
 import torch
-from rasterio.features import rasterize, shapes
+from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from rts_ssl.data.labels import LabelIndex, RasterMask, find_mask, read_polygons
 from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES, Scene
+from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
-from rts_ssl.inference.predict import Prediction, bounded_gdal_cache, merge_across_borders
+from rts_ssl.inference.predict import Prediction, bounded_gdal_cache
 from rts_ssl.inference.sliding import predict_probabilities
 
 
@@ -59,7 +59,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
 
     Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
     pixels, objects = pixel_metrics(), ObjectCounts()
-    predicted, expected, borders = [], [], []
+    predicted, expected = StripPolygons(), StripPolygons()
     ensemble = prediction.ensemble
     pixel_size_m = prediction.scene_options.get("pixel_size_m")
     with bounded_gdal_cache(), prediction.open_scene(scene_path) as scene:
@@ -77,22 +77,12 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
                 metrics.update(*args)
             transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
                                                    scene.transform)
-            predicted += _polygons(pred & valid, transform)
-            expected += _polygons(truth & valid, transform)
-            if top:
-                borders.append(shapely.LineString([transform * (0, 0),
-                                                   transform * (scene.width, 0)]))
+            predicted.add(pred & valid, transform)
+            expected.add(truth & valid, transform)
             area += valid.sum() * pixel_km2
         ref.close()
-    objects.add_objects(merge_across_borders(predicted, borders),
-                        merge_across_borders(expected, borders), area, iou_threshold)
+    objects.add_objects(predicted.polygons(), expected.polygons(), area, iou_threshold)
     return pixels, objects
-
-
-def _polygons(mask: np.ndarray, transform) -> list:
-    mask = mask.astype(np.uint8)
-    return [shapely.geometry.shape(g) for g, v in
-            shapes(mask, mask=mask > 0, transform=transform, connectivity=8) if v]
 
 
 def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:

@@ -12,10 +12,9 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import rasterio.shutil
-import shapely
 import torch
 from omegaconf import OmegaConf
-from rasterio.features import geometry_window, rasterize, shapes
+from rasterio.features import geometry_window, rasterize
 from rasterio.windows import Window
 from torch import nn
 from tqdm import tqdm
@@ -24,6 +23,7 @@ from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.tiles import remove_stale_temporaries, write_atomic
+from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.inference.exclusion import Exclusion
 from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
@@ -257,20 +257,13 @@ def polygons_from_probability(raster: Path, threshold: float,
     Vectorised in strips (bounded memory); parts cut by strip borders are merged again.
     """
     cut = int(np.ceil(threshold * SCALE))
-    parts, borders = [], []
+    regions = StripPolygons()
     with rasterio.open(raster) as src:
         for top in range(0, src.height, STRIP):
             window = Window(0, top, src.width, min(STRIP, src.height - top))
             values = src.read(1, window=window)
-            mask = ((values >= cut) & (values != NODATA)).astype(np.uint8)
-            transform = src.window_transform(window)
-            parts += [shapely.geometry.shape(g) for g, v in
-                      shapes(mask, mask=mask > 0, transform=transform, connectivity=8) if v]
-            if top:
-                borders.append(shapely.LineString([transform * (0, 0),
-                                                   transform * (src.width, 0)]))
-        geoms = merge_across_borders(parts, borders)
-        rows = [_statistics(src, g) for g in geoms]
+            regions.add((values >= cut) & (values != NODATA), src.window_transform(window))
+        rows = [_statistics(src, g) for g in regions.polygons()]
         crs = src.crs
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs,
                              columns=["geometry", "area_m2", "mean_prob", "max_prob"])
@@ -278,17 +271,6 @@ def polygons_from_probability(raster: Path, threshold: float,
         else frame.area
     frame["area_m2"] = area.to_numpy() if len(frame) else []
     return frame[frame["area_m2"] >= min_area_m2].reset_index(drop=True)
-
-
-def merge_across_borders(parts: list, borders: list) -> list:
-    """Polygons vectorised strip by strip, with the pieces cut by strip borders re-joined."""
-    if not borders or not parts:
-        return parts
-    line = shapely.union_all(borders)
-    touching = [p for p in parts if p.distance(line) == 0]
-    rest = [p for p in parts if p.distance(line) > 0]
-    merged = shapely.union_all(touching) if touching else None
-    return rest + (list(getattr(merged, "geoms", [merged])) if merged is not None else [])
 
 
 def _statistics(src, geometry) -> dict:
