@@ -213,3 +213,17 @@ def test_exclusion_polygons_and_raster_remove_predictions(tmp_path):
         with rasterio.open(tmp_path / f"out{n}" / "s_probability.tif") as src:
             values = src.read(1)
         assert (values[40:, :149] == 0).all() and (values[40:, 151:275] == 254).all()
+
+
+def test_probability_rasters_store_uint8_with_a_nodata_value():
+    from rts_ssl.inference.probability import (
+        NODATA,
+        stored_at_least,
+        stored_probabilities,
+        to_uint8,
+    )
+
+    stored = to_uint8(np.array([0.0, 0.31, 0.5, 1.0, np.nan], np.float32))
+    assert stored.tolist() == [0, 79, 127, 254, NODATA]
+    assert stored_at_least(stored, 0.31).tolist() == [False, True, True, True, False]
+    np.testing.assert_allclose(stored_probabilities(stored), [0, 79 / 254, 0.5, 1.0])

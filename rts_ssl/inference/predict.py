@@ -26,12 +26,12 @@ from rts_ssl.data.tiles import remove_stale_temporaries, write_atomic
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.inference.exclusion import Exclusion
-from rts_ssl.inference.sliding import NODATA, Windowing, predict_probabilities
+from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
+from rts_ssl.inference.sliding import Windowing, predict_probabilities
 from rts_ssl.models.export import load_model
 from rts_ssl.quicklook import render_quicklook
 
 log = logging.getLogger(__name__)
-SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 STRIP = 1024  # rows vectorised at once
 # In bytes: rasterio hands GDAL_CACHEMAX to GDALSetCacheMax (256 would mean 256 bytes).
 GDAL_CACHE_BYTES = 64 * 2**20  # a block row of a 4-band uint16 scene 30,000 px wide
@@ -243,26 +243,18 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
         staging.unlink(missing_ok=True)
 
 
-def to_uint8(probability: np.ndarray) -> np.ndarray:
-    """Probability (float32, NaN = nodata) as stored: round(p x 254), 255 = nodata."""
-    scaled = np.rint(probability * np.float32(SCALE))
-    scaled[np.isnan(scaled)] = NODATA
-    return scaled.astype(np.uint8)
-
-
 def polygons_from_probability(raster: Path, threshold: float,
                               min_area_m2: float = 0.0) -> gpd.GeoDataFrame:
     """One polygon per 8-connected region with probability >= threshold, with statistics.
 
     Vectorised in strips (bounded memory); parts cut by strip borders are merged again.
     """
-    cut = int(np.ceil(threshold * SCALE))
     regions = StripPolygons()
     with rasterio.open(raster) as src:
         for top in range(0, src.height, STRIP):
             window = Window(0, top, src.width, min(STRIP, src.height - top))
             values = src.read(1, window=window)
-            regions.add((values >= cut) & (values != NODATA), src.window_transform(window))
+            regions.add(stored_at_least(values, threshold), src.window_transform(window))
         rows = [_statistics(src, g) for g in regions.polygons()]
         crs = src.crs
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs,
@@ -278,7 +270,7 @@ def _statistics(src, geometry) -> dict:
     values = src.read(1, window=window)
     inside = rasterize([geometry], out_shape=values.shape,
                        transform=src.window_transform(window)) > 0
-    probs = values[inside & (values != NODATA)] / SCALE
+    probs = stored_probabilities(values[inside])
     return {"geometry": geometry, "area_m2": 0.0,
             "mean_prob": float(probs.mean()) if probs.size else float("nan"),
             "max_prob": float(probs.max()) if probs.size else float("nan")}

@@ -19,8 +19,6 @@ from rasterio.windows import Window
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 
-NODATA = 255  # probability rasters: uint8, p x 254, 255 = no data
-
 
 @dataclass(frozen=True)
 class Windowing:

@@ -17,8 +17,7 @@ from rasterio.features import geometry_mask, geometry_window
 
 from rts_ssl.data.scenes import date_in, tagged_date
 from rts_ssl.errors import InputError
-from rts_ssl.inference.predict import SCALE
-from rts_ssl.inference.sliding import NODATA
+from rts_ssl.inference.probability import NODATA, stored_probabilities
 
 
 def scene_date(path: Path, pattern: str | None = None) -> str:
@@ -69,6 +68,6 @@ class DateRaster:
         if self.cloud_band is not None:
             with rasterio.open(self.scene) as scene:
                 visible = has_data & (scene.read(self.cloud_band, window=window) == 0)
-        probabilities = values[inside & has_data]
-        mean = float(probabilities.mean() / SCALE) if probabilities.size else float("nan")
+        probabilities = stored_probabilities(values[inside])
+        mean = float(probabilities.mean()) if probabilities.size else float("nan")
         return float(visible[inside].mean()) if inside.any() else 0.0, mean
