@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from rts_ssl.data.scenes import Scene  # noqa: E402
-from rts_ssl.data.tiles import write_atomic  # noqa: E402
+from rts_ssl.files import write_atomic  # noqa: E402
 
 RGB = ("red", "green", "blue")
 STRIP_PIXELS = 4_000_000  # source pixels per band read at once: bounds memory on any scene

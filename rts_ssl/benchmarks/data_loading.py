@@ -21,7 +21,7 @@ from torchgeo.samplers import RandomGeoSampler
 from rts_ssl.data.dataset import TileDataset, collate_tiles
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.data.sensors import SENSORS
-from rts_ssl.data.tiles import write_atomic
+from rts_ssl.files import write_atomic
 
 log = logging.getLogger(__name__)
 BANDS = list(SENSORS["planetscope"].bands)

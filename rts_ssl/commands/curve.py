@@ -21,9 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
-from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, plot_curves
+from rts_ssl.files import write_atomic
 from rts_ssl.models.export import read_info
 from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
 

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from rts_ssl.data.scenes import find_scenes
-from rts_ssl.data.tiles import write_atomic
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
+from rts_ssl.files import write_atomic
 from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes
 from rts_ssl.inference.predict import Prediction
 

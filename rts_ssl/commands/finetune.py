@@ -16,8 +16,8 @@ from rts_ssl import tracking
 from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
-from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
+from rts_ssl.files import write_atomic
 from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained

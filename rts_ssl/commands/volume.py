@@ -9,8 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rts_ssl.data.labels import read_polygons
-from rts_ssl.data.tiles import write_atomic
 from rts_ssl.errors import InputError
+from rts_ssl.files import write_atomic
 from rts_ssl.monitoring.figures import render_change_map
 from rts_ssl.monitoring.volume import (
     coregister,

@@ -33,12 +33,11 @@ from rts_ssl.data.tiles import (
     ShardWriter,
     TileStore,
     any_shard,
-    remove_stale_temporaries,
     shard_is_complete,
     tile_starts,
-    write_atomic,
 )
 from rts_ssl.errors import InputError
+from rts_ssl.files import remove_stale_temporaries, write_atomic
 
 log = logging.getLogger(__name__)
 

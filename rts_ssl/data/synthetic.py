@@ -29,6 +29,7 @@ from rasterio.transform import from_origin
 from shapely import affinity
 
 from rts_ssl.data.sensors import SENSORS, SENTINEL2_BANDS
+from rts_ssl.files import temporary_path
 
 FLAVOURS = ("planet", "sentinel2")
 VERSION = 2  # 2: DEMs
@@ -110,7 +111,7 @@ def ensure_synthetic(root: str | Path, flavour: str = "planet", seed: int = 0,
         shutil.rmtree(root)  # an older version of the same set: a cache, made again
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root}: exists, is not empty and is not a synthetic set")
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    tmp = temporary_path(root)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _generate(tmp, FLAVOUR_SPECS[flavour], seed, params["size"])

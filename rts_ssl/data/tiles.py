@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import pandas as pd
 import yaml
 
 from rts_ssl.errors import InputError
+from rts_ssl.files import temporary_path
 
 FORMAT = "rts_ssl.tiles/1"
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ShardWriter:
 
     def __init__(self, root: Path, key: str) -> None:
         self.final = root / "shards" / key
-        self.tmp = root / "shards" / f".{key}.tmp-{os.getpid()}"
+        self.tmp = temporary_path(root / "shards" / key)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self._image = open(self.tmp / "image.bin", "wb")  # noqa: SIM115 (closed in commit)
@@ -98,45 +98,6 @@ def shard_is_complete(root: Path, key: str) -> bool:
 def any_shard(root: Path) -> bool:
     """Whether any scene's shard is complete in ``root``."""
     return any((root / "shards").glob("*/shard.json"))
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Remove ``.<name>.tmp-<pid>...`` files and folders (of :func:`write_atomic` and
-    :class:`ShardWriter`) left by processes that no longer run (killed runs), and say so;
-    returns how many. Those of live processes (a concurrent run) are kept."""
-    removed = 0
-    for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
-        pid = re.match(r"\d+", path.name.rsplit(".tmp-", 1)[1])
-        if pid is None or _alive(int(pid.group())):
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed += 1
-    if removed:
-        log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_dataset_info(root: Path) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ from tqdm import tqdm
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 from rts_ssl.data.terrain import RADIUS_M
-from rts_ssl.data.tiles import remove_stale_temporaries, write_atomic
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
+from rts_ssl.files import remove_stale_temporaries, temporary_path, write_atomic
 from rts_ssl.inference.exclusion import Exclusion
 from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
 from rts_ssl.inference.sliding import Windowing, predict_probabilities
@@ -229,7 +228,7 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
                    dtype="uint8", nodata=NODATA, crs=scene.crs, transform=scene.transform,
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-    staging = target.with_name(f".{target.stem}.staging-{os.getpid()}.tif")
+    staging = temporary_path(target, ".staging")  # tiled GeoTIFF, copied to a COG
     try:
         with rasterio.open(staging, "w", **profile) as dst:
             for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,

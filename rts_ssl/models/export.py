@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rts_ssl.errors import InputError
+from rts_ssl.files import temporary_path
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
 
 ENCODER, MODEL = "encoder", "model"
@@ -29,15 +30,18 @@ def _export(directory: str | Path, kind: str, module: nn.Module, spec: EncoderSp
             metadata: dict) -> Path:
     """Write ``<kind>.safetensors`` + ``<kind>.yaml`` atomically (temporary dir + rename)."""
     directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(directory)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, tmp / f"{kind}.safetensors")
-    info = {"format": FORMATS[kind], "architecture": spec.to_dict(), **metadata}
-    (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, tmp / f"{kind}.safetensors")
+        info = {"format": FORMATS[kind], "architecture": spec.to_dict(), **metadata}
+        (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rts_ssl.data.tiles import write_atomic  # noqa: E402
+from rts_ssl.files import write_atomic  # noqa: E402
 
 
 def render_change_map(change: np.ndarray, grid, polygons: gpd.GeoDataFrame,

@@ -1,0 +1,58 @@
+"""Writing so that nothing half-written is ever read: a temporary name beside the target,
+renamed onto it when complete. Temporaries carry the writer's process id, so those of
+killed runs are told from a concurrent run's and removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def temporary_path(path: Path, tag: str = "") -> Path:
+    """``.<name>.tmp-<pid><tag><suffix>`` beside ``path`` (the suffix kept: GDAL drivers
+    and readers go by it)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{tag}{path.suffix}")
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporary files and folders (see :func:`temporary_path`) in ``folder``
+    left by processes that no longer run (killed runs), and say so; returns how many.
+    Those of live processes (a concurrent run) are kept."""
+    removed = 0
+    for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        pid = re.match(r"\d+", path.name.rsplit(".tmp-", 1)[1])
+        if pid is None or _alive(int(pid.group())):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
