@@ -8,6 +8,7 @@ import yaml
 
 from fakes import prepared_dataset
 from rts_ssl.errors import InputError
+from rts_ssl.evaluation.metrics import with_ignore
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
 from rts_ssl.models.export import export_encoder, load_model, read_info, read_weights
 from rts_ssl.models.finetune import SegmentationTask
@@ -55,6 +56,19 @@ def test_loss_ignores_ignored_pixels():
     with_miss = bce_dice_loss(logits, target, ignore)
     ignore[0, 0] = True
     assert bce_dice_loss(logits, target, ignore) < 0.1 < with_miss
+
+
+def test_threshold_is_the_first_of_maximum_validation_f1_ignoring_ignored_pixels():
+    task = SegmentationTask(RESNET.to_dict())
+    prob = torch.cat([torch.full((100,), 0.62), torch.full((1000,), 0.1),
+                      torch.full((10,), 0.7), torch.full((5,), 0.5), torch.full((50,), 0.9)])
+    target = torch.cat([torch.ones(100), torch.zeros(1065)]).long()
+    ignore = torch.cat([torch.zeros(1115), torch.ones(50)]).bool()  # would be FPs at 0.9
+    task.val_curve.update(prob, with_ignore(target, ignore))
+    task.on_validation_epoch_end()
+    # 0.15-0.50 keep 15 false positives, 0.55-0.60 only 10, 0.65 and above lose the slumps
+    assert float(task.threshold) == pytest.approx(0.55)
+    assert task.val_curve.update_count == 0  # reset for the next epoch
 
 
 def test_resolve_pretrained(tmp_path):

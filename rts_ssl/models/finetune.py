@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torchmetrics.classification import BinaryPrecisionRecallCurve
 
 from rts_ssl.augment import SegmentationAugment
 from rts_ssl.data.normalization import BandStats
-from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
+from rts_ssl.evaluation.metrics import IGNORE, ObjectCounts, pixel_metrics, with_ignore
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.losses import bce_dice_loss
 from rts_ssl.models.optim import warmup_cosine
@@ -41,9 +42,11 @@ class SegmentationTask(pl.LightningModule):
             self.net.backbone.requires_grad_(False)
         self.augment = SegmentationAugment(**augment) if augment is not None else None
         self.register_buffer("threshold", torch.tensor(0.5))
+        # counts per candidate threshold (no pixel lists; synced across DDP ranks)
+        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS),
+                                                    ignore_index=IGNORE)
         self.test_pixels = pixel_metrics()
         self.test_objects = ObjectCounts()
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.hparams.mode != "full":
@@ -65,20 +68,20 @@ class SegmentationTask(pl.LightningModule):
         logits = self(batch["image"])
         loss = bce_dice_loss(logits, batch["mask"], batch["ignore"], self.hparams.dice_weight)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        valid = ~batch["ignore"]
-        self._val.append((torch.sigmoid(logits.squeeze(1))[valid].float().cpu(),
-                          batch["mask"][valid].cpu()))
+        self.val_curve.update(torch.sigmoid(logits.squeeze(1)).float(),
+                              with_ignore(batch["mask"], batch["ignore"]))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        if not self.val_curve.update_count:
             return
-        prob = torch.cat([p for p, _ in self._val])
-        target = torch.cat([t for _, t in self._val]).bool()
-        self._val = []
-        f1 = [_f1(prob >= t, target) for t in THRESHOLDS]
-        best = int(np.argmax(f1))
+        precision, recall, _ = self.val_curve.compute()
+        self.val_curve.reset()
+        precision, recall = precision[:-1], recall[:-1]  # the curve's closing point (1, 0)
+        f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
+        best = int(torch.argmax(f1))  # the first (lowest) threshold among equals
+        top = float(f1[best])
         self.threshold.fill_(float(THRESHOLDS[best]))
-        self.log_dict({"val/f1": f1[best], "val/iou": f1[best] / (2 - f1[best]),
+        self.log_dict({"val/f1": top, "val/iou": top / (2 - top),
                        "val/threshold": float(THRESHOLDS[best])}, prog_bar=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -159,13 +162,6 @@ class SpectralRuleTask(SegmentationTask):
 
     def configure_optimizers(self):
         return None
-
-
-def _f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    tp = (predicted & target).sum().item()
-    fp = (predicted & ~target).sum().item()
-    fn = (~predicted & target).sum().item()
-    return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
 def _bin(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
