@@ -52,15 +52,20 @@ def test_object_counts_precision_recall_and_false_positive_density():
     valid = np.ones((100, 100), bool)
     valid[:, 95:] = False
     counts = ObjectCounts()
-    counts.add(predicted, reference, valid, pixel_area_m2=9.0)  # 3 m pixels
+    counts.add_masks(predicted, reference, valid, pixel_area_m2=9.0)  # 3 m pixels
     # square 1: IoU 64/136 = 0.47 -> match; square 2 missed; the 5x5 one is a false positive
-    assert (counts.true_positives, counts.false_positives, counts.false_negatives) == (1, 1, 1)
-    assert counts.precision == 0.5 and counts.recall == 0.5 and counts.f1 == 0.5
-    assert counts.area_km2 == pytest.approx(9500 * 9 / 1e6)
-    assert counts.false_positives_per_100km2 == pytest.approx(100 / (9500 * 9 / 1e6))
-    strict = ObjectCounts()
-    strict.add(predicted, reference, valid, 9.0, iou_threshold=0.5)
-    assert strict.true_positives == 0
+    assert [int(getattr(counts, n)) for n in ObjectCounts.COUNTS] == [1, 1, 1]
+    result = counts.compute()
+    assert result["object_precision"] == result["object_recall"] == result["object_f1"] == 0.5
+    assert float(counts.area_km2) == pytest.approx(9500 * 9 / 1e6)
+    assert result["object_fp_per_100km2"] == pytest.approx(100 / (9500 * 9 / 1e6))
+    twice = ObjectCounts()
+    for _ in range(2):  # e.g. two scenes
+        twice.add_masks(predicted, reference, valid, pixel_area_m2=9.0)
+    assert twice.compute() == result and int(twice.false_negatives) == 2
+    strict = ObjectCounts(iou_threshold=0.5)
+    strict.add_masks(predicted, reference, valid, 9.0)
+    assert int(strict.true_positives) == 0 and strict.compute()["object_f1"] == 0.0
 
 
 def test_regions_cut_by_strip_borders_are_one_polygon_again():

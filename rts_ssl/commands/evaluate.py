@@ -23,13 +23,12 @@ def run(cfg: DictConfig) -> None:
     mask = Path(cfg.mask)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
     labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
-    pooled_pixels, pooled_objects, per_scene = pixel_metrics(), ObjectCounts(), {}
+    pooled, per_scene = (pixel_metrics(), ObjectCounts(cfg.iou_threshold)), {}
     for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
         pixels, objects = evaluate_scene(scene, reference, prediction, labels,
-                                         cfg.iou_threshold, pooled_pixels, cfg.mask_threshold)
-        pooled_objects.merge(objects)
+                                         cfg.iou_threshold, pooled, cfg.mask_threshold)
         per_scene[scene.name] = _summary(pixels, objects)
-    result = {"pooled": _summary(pooled_pixels, pooled_objects), "scenes": per_scene,
+    result = {"pooled": _summary(*pooled), "scenes": per_scene,
               "threshold": prediction.ensemble.threshold, "iou_threshold": cfg.iou_threshold}
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -40,4 +39,4 @@ def run(cfg: DictConfig) -> None:
 
 
 def _summary(pixels, objects: ObjectCounts) -> dict[str, float]:
-    return {**{k: float(v) for k, v in pixels.compute().items()}, **objects.as_dict()}
+    return {**{k: float(v) for k, v in pixels.compute().items()}, **objects.compute()}

@@ -8,12 +8,10 @@ unmatched references = misses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import shapely
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
@@ -63,55 +61,40 @@ def match_objects(predicted: list, reference: list, iou_threshold: float = 0.3):
     return matches
 
 
-@dataclass
-class ObjectCounts:
-    """Accumulated object-level counts over tiles or scenes."""
+class ObjectCounts(Metric):
+    """Object-level counts over tiles or scenes. A torchmetrics ``Metric``: under DDP the
+    counts of every rank are summed before :meth:`compute`."""
 
-    true_positives: int = 0
-    false_positives: int = 0
-    false_negatives: int = 0
-    area_km2: float = 0.0
+    full_state_update = False
+    COUNTS = ("true_positives", "false_positives", "false_negatives")
 
-    def add(self, predicted: np.ndarray, reference: np.ndarray, valid: np.ndarray,
-            pixel_area_m2: float, iou_threshold: float = 0.3) -> None:
-        """Count one mask pair; predictions outside valid ground are not objects."""
-        pred = mask_objects(predicted.astype(bool) & valid.astype(bool))
-        ref = mask_objects(reference.astype(bool))
-        self.add_objects(pred, ref, float(valid.sum()) * pixel_area_m2 / 1e6, iou_threshold)
+    def __init__(self, iou_threshold: float = 0.3) -> None:
+        super().__init__()
+        self.iou_threshold = iou_threshold
+        for name in self.COUNTS:
+            self.add_state(name, torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("area_km2", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def add_objects(self, predicted: list, reference: list, area_km2: float,
-                    iou_threshold: float = 0.3) -> None:
-        """Count polygons already extracted (any coordinates, the same for both)."""
-        matched = len(match_objects(predicted, reference, iou_threshold))
+    def update(self, predicted: list, reference: list, area_km2: float) -> None:
+        """Count polygons of one tile or scene (any coordinates, the same for both)."""
+        matched = len(match_objects(predicted, reference, self.iou_threshold))
         self.true_positives += matched
         self.false_positives += len(predicted) - matched
         self.false_negatives += len(reference) - matched
         self.area_km2 += area_km2
 
-    def merge(self, other: ObjectCounts) -> None:
-        self.true_positives += other.true_positives
-        self.false_positives += other.false_positives
-        self.false_negatives += other.false_negatives
-        self.area_km2 += other.area_km2
+    def add_masks(self, predicted: np.ndarray, reference: np.ndarray, valid: np.ndarray,
+                  pixel_area_m2: float) -> None:
+        """Count one mask pair; predictions outside valid ground are not objects."""
+        self.update(mask_objects(predicted.astype(bool) & valid.astype(bool)),
+                    mask_objects(reference.astype(bool)),
+                    float(valid.sum()) * pixel_area_m2 / 1e6)
 
-    @property
-    def precision(self) -> float:
-        return self.true_positives / max(self.true_positives + self.false_positives, 1)
-
-    @property
-    def recall(self) -> float:
-        return self.true_positives / max(self.true_positives + self.false_negatives, 1)
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-    @property
-    def false_positives_per_100km2(self) -> float:
-        return 100 * self.false_positives / self.area_km2 if self.area_km2 else 0.0
-
-    def as_dict(self, prefix: str = "object_") -> dict[str, float]:
-        return {f"{prefix}precision": self.precision, f"{prefix}recall": self.recall,
-                f"{prefix}f1": self.f1,
-                f"{prefix}fp_per_100km2": self.false_positives_per_100km2}
+    def compute(self) -> dict[str, float]:
+        tp, fp, fn = (int(getattr(self, name)) for name in self.COUNTS)
+        precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+        area = float(self.area_km2)
+        return {"object_precision": precision, "object_recall": recall,
+                "object_f1": 2 * precision * recall / (precision + recall)
+                if precision + recall else 0.0,
+                "object_fp_per_100km2": 100 * fp / area if area else 0.0}

@@ -15,6 +15,7 @@ import rasterio
 import torch
 from rasterio.features import rasterize
 from rasterio.windows import Window
+from torchmetrics import MetricCollection
 
 from rts_ssl.data.labels import LabelIndex, RasterMask, find_mask, read_polygons
 from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES, Scene
@@ -53,12 +54,13 @@ class Reference:
 
 
 def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
-                   labels: LabelIndex | None = None, iou_threshold: float = 0.3, pooled=None,
+                   labels: LabelIndex | None = None, iou_threshold: float = 0.3,
+                   pooled: tuple[MetricCollection, ObjectCounts] | None = None,
                    mask_threshold: float = 0):
-    """Pixel metrics and ObjectCounts of one scene; ``pooled`` metrics are updated too.
+    """Pixel metrics and ObjectCounts of one scene; the ``pooled`` ones are updated too.
 
     Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
-    pixels, objects = pixel_metrics(), ObjectCounts()
+    pixels, objects = pixel_metrics(), ObjectCounts(iou_threshold)
     predicted, expected = StripPolygons(), StripPolygons()
     ensemble = prediction.ensemble
     pixel_size_m = prediction.scene_options.get("pixel_size_m")
@@ -73,7 +75,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
             truth = ref.strip(top, len(prob))
             args = (torch.from_numpy(pred & valid).long(),
                     with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
-            for metrics in (pixels, pooled) if pooled is not None else (pixels,):
+            for metrics in (pixels, pooled[0]) if pooled is not None else (pixels,):
                 metrics.update(*args)
             transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
                                                    scene.transform)
@@ -81,7 +83,9 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
             expected.add(truth & valid, transform)
             area += valid.sum() * pixel_km2
         ref.close()
-    objects.add_objects(predicted.polygons(), expected.polygons(), area, iou_threshold)
+    predicted, expected = predicted.polygons(), expected.polygons()
+    for counts in (objects, pooled[1]) if pooled is not None else (objects,):
+        counts.update(predicted, expected, area)
     return pixels, objects
 
 

@@ -46,7 +46,7 @@ class SegmentationTask(pl.LightningModule):
         self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS),
                                                     ignore_index=IGNORE)
         self.test_pixels = pixel_metrics()
-        self.test_objects = ObjectCounts()
+        self.test_objects = ObjectCounts(iou_threshold)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.hparams.mode != "full":
@@ -89,15 +89,14 @@ class SegmentationTask(pl.LightningModule):
         self.test_pixels.update(predicted, with_ignore(batch["mask"], batch["ignore"]))
         for pred, ref, ignore in zip(predicted.cpu().numpy(), batch["mask"].cpu().numpy(),
                                      batch["ignore"].cpu().numpy(), strict=True):
-            self.test_objects.add(pred, ref & ~ignore, ~ignore, self.hparams.pixel_area_m2,
-                                  self.hparams.iou_threshold)
+            self.test_objects.add_masks(pred, ref & ~ignore, ~ignore, self.hparams.pixel_area_m2)
 
     def on_test_epoch_end(self) -> None:
         results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
-        results |= {f"test/{k}": v for k, v in self.test_objects.as_dict().items()}
+        results |= {f"test/{k}": v for k, v in self.test_objects.compute().items()}
         self.log_dict(results)
         self.test_pixels.reset()
-        self.test_objects = ObjectCounts()
+        self.test_objects.reset()
 
     def parameter_groups(self) -> list[dict]:
         """What the optimiser trains, at which rate: the head at ``lr``, the encoder (mode
