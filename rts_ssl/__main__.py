@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf.errors import OmegaConfBaseException
 
+from rts_ssl.config_checks import check_config
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def task(cfg) -> None:
         try:
+            check_config(cfg)
             run(cfg)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)

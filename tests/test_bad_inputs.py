@@ -69,6 +69,13 @@ CASES = [
     ("compare", ["{empty_dir}"], 2, "no curve.csv"),
     ("bench", ["nope"], 2, "unknown benchmark"),
     ("quicklook", ["scene={missing}", "output={out}"], 2, "missing.tif"),
+    # config values out of range: refused before any work
+    ("finetune", ["batch_size=0"], 2, "batch_size: 0 is not a positive integer"),
+    ("finetune", ["split.val_fraction=1.5"], 2, "split.val_fraction"),
+    ("pretrain", ["trainer.max_epochs=0"], 2, "trainer.max_epochs"),
+    ("curve", ["fractions=[0.1,2.0]"], 2, "fractions"),
+    ("predict", ["checkpoint={model}", "input={scene}", "output={out}", "overlap=300",
+                 "window=256"], 2, "overlap: 300 must be smaller than window (256)"),
     ("volume", ["dem_before={missing}", "dem_after={scene}", "polygons={empty_file}",
                 "output={out}"], 2, "missing.tif"),
 ]

@@ -7,6 +7,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from rts_ssl.__main__ import COMMANDS as ALL_COMMANDS
+from rts_ssl.config_checks import check_config
+from rts_ssl.errors import InputError
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 COMMANDS = ("prepare", "pretrain", "finetune", "curve", "quicklook", "bench")
@@ -48,9 +52,10 @@ def test_every_experiment_composes_for_every_command_it_names(experiment):
     ), "the header names the commands that run the experiment"
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for command, name in runs:
+            cfg = compose(command, overrides=[f"experiment={name}"])
+            check_config(cfg)
             if command not in ("pretrain", "curve"):
-                OmegaConf.to_container(compose(command, overrides=[f"experiment={name}"]),
-                                       resolve=False)
+                OmegaConf.to_container(cfg, resolve=False)
         jobs = [job for command, name in runs if command == "pretrain"
                 for job in _pretrain_jobs(name)]
         if not jobs:
@@ -61,9 +66,9 @@ def test_every_experiment_composes_for_every_command_it_names(experiment):
         assert pretrained and set(pretrained) <= set(jobs)
         assert curve.output.startswith(curve.experiment_dir) and curve.folds
         for entry in [e for e in curve.entries.values() if e is not None]:
-            compose("finetune", overrides=[f"experiment={experiment}",
-                                           *(entry.get("finetune") or []),
-                                           *(curve.get("finetune") or [])])
+            check_config(compose("finetune", overrides=[f"experiment={experiment}",
+                                                        *(entry.get("finetune") or []),
+                                                        *(curve.get("finetune") or [])]))
 
 
 def _pretrain_jobs(experiment: str) -> list[str]:
@@ -93,3 +98,21 @@ def test_commands_other_than_pretrain_run_once_under_a_sweeping_experiment():
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-1000:]
         assert f"mode: {mode}" in done.stdout
+
+
+@pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
+def test_default_configs_pass_the_up_front_checks(command):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        check_config(compose(command))
+
+
+def test_config_checks_name_the_key_and_the_range():
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for override, words in [("data.label_fraction=0", "data.label_fraction: 0 is not a "
+                                 "fraction in (0, 1] or null"),
+                                ("head.lr=-1", "head.lr: -1 is not a learning rate > 0"),
+                                ("input_size=64.5", "input_size: 64.5 is not an integer"),
+                                ("data.tiles.overlap=512", "data.tiles.overlap: 512 must be "
+                                 "smaller than data.tiles.size")]:
+            with pytest.raises(InputError, match=re.escape(words)):
+                check_config(compose("finetune", overrides=[override]))
