@@ -156,7 +156,7 @@ def test_cli_without_test_set_exports_the_model_with_validation_metrics(fake_dat
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("data.label_fraction=0", "data.label_fraction: label_fraction must be in (0, 1], got 0"),
+    ("data.label_fraction=0", "data.label_fraction: 0 is not a fraction in (0, 1] or null"),
     ("data.label_count=100000", "data.label_count: label_count 100000 exceeds the"),
     ("split.val_fraction=0", "split: no validation tiles"),
 ])

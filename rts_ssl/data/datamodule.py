@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,10 @@ class TileDataModule(pl.LightningDataModule):
                 prepare_dataset(data, root, workers=self.prepare_workers)
 
     def setup(self, stage: str | None = None) -> None:
-        store = TileStore(self.root)
+        """Every split at once, on the first call (fit, validate and test share them)."""
+        if self.datasets:
+            return
+        store = self.store
         tiles = store.tiles
         if self.labels is not None:
             tiles = tiles[tiles["labelled_fraction"] > 0]
@@ -127,9 +131,10 @@ class TileDataModule(pl.LightningDataModule):
         return float((row["maxx"] - row["minx"]) * (row["maxy"] - row["miny"])
                      / self.store.tile_size**2)
 
-    @property
+    @cached_property
     def store(self) -> TileStore:
-        return self.datasets["train"].store
+        """The prepared labelled dataset (after :meth:`prepare_data`)."""
+        return TileStore(self.root)
 
     def _loader(self, name: str, sampler=None, batch_size: int | None = None) -> DataLoader:
         return DataLoader(self.datasets[name], batch_size=batch_size or self.batch_size,
