@@ -184,7 +184,7 @@ def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path
     (tmp_path / "dem" / "b.tif").unlink()
     done = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", f"checkpoint={model}",
                            f"input={tmp_path / 's2'}", f"output={tmp_path / 'pred'}",
-                           "bands=[B2,B3,B4,B8]", "window=64", "overlap=16"],
+                           "band_names=[B2,B3,B4,B8]", "window=64", "overlap=16"],
                           capture_output=True, text=True)
     assert (tmp_path / "pred" / "a_probability.tif").is_file()
     assert not (tmp_path / "pred" / "b_probability.tif").exists()

@@ -138,7 +138,7 @@ def _export_rgb_model(tmp_path):
 def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
     make_chips(tmp_path)
     model = _export_rgb_model(tmp_path)
-    common = [f"checkpoint={model}", f"input={tmp_path / 'images'}", "bands=[red,green,blue]",
+    common = [f"checkpoint={model}", f"input={tmp_path / 'images'}", "band_names=[red,green,blue]",
               "window=64", "overlap=16"]
     done = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", *common,
                            f"output={tmp_path / 'pred'}", "pixel_size_m=3"],
@@ -149,8 +149,10 @@ def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
         assert (src.read(1) == 254).all()
     slumps = gpd.read_file(tmp_path / "pred" / "train_src0_000_slumps.gpkg")
     assert slumps["area_m2"].sum() == pytest.approx(100 * 120 * 9)
-    missing = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", *common,
+    deprecated = [a.replace("band_names=", "bands=") for a in common]  # the old name works
+    missing = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", *deprecated,
                               f"output={tmp_path / 'p2'}"], capture_output=True, text=True)
+    assert "bands= is deprecated: the same is band_names=" in missing.stderr + missing.stdout
     assert "set data.pixel_size_m" in missing.stderr + missing.stdout
     for reference, extra in ((tmp_path / "coco.json", []),
                              (tmp_path / "masks", ["mask_threshold=127"])):

@@ -149,7 +149,7 @@ def test_truncated_tiles_name_gdal_problem_and_hint_names_predict_option(tmp_pat
     log = done.stderr + done.stdout
     assert "See previous exception" not in log and "cut.tif" in log
     assert "IReadBlock failed" in log or "TIFFRead" in log
-    assert "plain.tif: bands have no descriptions: name them with bands=[...]" in log
+    assert "plain.tif: bands have no descriptions: name them with band_names=[...]" in log
 
 
 def test_ensemble_models_must_agree_on_bands(tmp_path):

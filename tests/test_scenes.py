@@ -37,7 +37,7 @@ def test_band_count_mismatch_and_no_names(tmp_path):
     path = write_geotiff(tmp_path / "s.tif", ramp_scene(bands=3), descriptions=None)
     with pytest.raises(InputError, match="has 3 bands but 4 band names from sensor"):
         Scene(path, ["red"], sensor="planetscope")
-    with pytest.raises(InputError, match=r"no descriptions: name them with bands=\[\.\.\.\]"):
+    with pytest.raises(InputError, match=r"no descriptions: name them with band_names=\[\.\.\.\]"):
         Scene(path, ["red"])
 
 

@@ -93,8 +93,8 @@ def select_bands(
     elif sensor:
         names, source = get_sensor(sensor).bands, "sensor"
     else:
-        raise InputError(path, "bands have no descriptions: name them with bands=[...] "
-                             "(predict, evaluate, monitor) or data.band_names / data.sensor")
+        raise InputError(path, "bands have no descriptions: name them with band_names=[...] "
+                             "(data.band_names in data configs) or data.sensor")
     if len(names) != count:
         raise InputError(
             path,

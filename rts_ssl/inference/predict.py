@@ -112,7 +112,7 @@ class Prediction:
     @classmethod
     def from_config(cls, cfg) -> Prediction:
         """From a predict/evaluate/monitor config (``checkpoint``, ``device``, ``window``,
-        ``overlap``, ``batch_size``, ``bands``, ``dem``, ``auxiliary``, ``offset``,
+        ``overlap``, ``batch_size``, ``band_names``, ``dem``, ``auxiliary``, ``offset``,
         ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         checkpoint = cfg.checkpoint
@@ -120,7 +120,11 @@ class Prediction:
             checkpoint = list(checkpoint)
         ensemble = load_ensemble(checkpoint, device)
         windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
-        options = {"band_names": list(cfg.bands) if cfg.bands else None, "dem": cfg.dem,
+        band_names = cfg.get("band_names")
+        if cfg.get("bands"):
+            log.warning("bands= is deprecated: the same is band_names=")
+            band_names = band_names or cfg.bands
+        options = {"band_names": list(band_names) if band_names else None, "dem": cfg.dem,
                    "offset": _plain(cfg.get("offset")), "nodata": cfg.get("nodata"),
                    "pixel_size_m": cfg.get("pixel_size_m")}
         if cfg.get("auxiliary") is not None:
