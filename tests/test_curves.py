@@ -161,3 +161,10 @@ def test_cli_curve_entries_and_folds(fake_data, tmp_path):
         ["east", 0], ["east", 1], ["west", 0], ["west", 1]]
     assert rows["test/iou"].mean() == pytest.approx(curve.loc[0, "iou_mean"])
     assert {"precision_mean", "object_fp_per_100km2_mean", "auc_iou_ci95"} <= set(curve)
+    smaller = [a.replace("folds=[[east],[west]]", "folds=[[east]]").replace("seeds=[0,1]",
+                                                                             "seeds=[0]")
+               for a in cmd]  # a smaller grid in the same folder: the other cells stay out
+    assert subprocess.run(smaller, capture_output=True, text=True).returncode == 0
+    rows = pd.read_csv(out / "cells.csv")
+    assert rows[["test_regions", "seed"]].values.tolist() == [["east", 0]]
+    assert pd.read_csv(out / "curve.csv")[["folds", "seeds"]].values.tolist() == [[1, 1]]

@@ -44,8 +44,7 @@ def run(cfg: DictConfig) -> None:
             for fold in folds:
                 method = [f"semi={semi}"] if semi != "none" else []  # none: the entry's own
                 _run_cells(cfg, line, ref, [*overrides, *method], fold, output)
-    results = collect_results(output / "cells")
-    results = results[results["pretrained"].isin(lines)]
+    results = _grid_cells(collect_results(output / "cells"), cfg, lines)
     curve = aggregate(results)
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     order = [c for c in ("pretrained", FOLD, "label_fraction", "seed") if c in results]
@@ -96,6 +95,17 @@ def _passthrough() -> list[str]:
     dirs = [s.path.removeprefix("file://") for s in hydra_cfg.runtime.config_sources
             if s.provider == "command-line"]
     return [arg for d in dirs for arg in ("--config-dir", d)] + overrides
+
+
+def _grid_cells(results, cfg: DictConfig, lines: list[str]):
+    """The cells of this curve's grid only: a folder may hold cells of earlier runs with
+    other folds, fractions or seeds (they would shift the means)."""
+    keep = (results["pretrained"].isin(lines)
+            & results["label_fraction"].astype(float).isin([float(f) for f in cfg.fractions])
+            & results["seed"].isin(list(cfg.seeds)))
+    if cfg.folds:
+        keep &= results[FOLD].isin([",".join(fold) for fold in cfg.folds])
+    return results[keep]
 
 
 def _run_cells(cfg: DictConfig, name: str, ref: str, overrides: list[str],
