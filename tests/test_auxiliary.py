@@ -1,11 +1,10 @@
 """Auxiliary rasters by name, radiometric offsets, no-data values and scene tables."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
+from cli import run_command
 from rasterio.transform import from_origin
 
 from fakes import ORIGIN, ramp_scene, write_geotiff
@@ -182,10 +181,9 @@ def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path
     scene_with_dem(tmp_path, "a")
     scene_with_dem(tmp_path, "b")
     (tmp_path / "dem" / "b.tif").unlink()
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", f"checkpoint={model}",
+    done = run_command("predict", f"checkpoint={model}",
                            f"input={tmp_path / 's2'}", f"output={tmp_path / 'pred'}",
-                           "band_names=[B2,B3,B4,B8]", "window=64", "overlap=16"],
-                          capture_output=True, text=True)
+                           "band_names=[B2,B3,B4,B8]", "window=64", "overlap=16")
     assert (tmp_path / "pred" / "a_probability.tif").is_file()
     assert not (tmp_path / "pred" / "b_probability.tif").exists()
     assert "dem/b.tif: auxiliary raster for band slope, relative_elevation of b.tif not " \

@@ -3,13 +3,11 @@ and no new files beside the intended outputs (README: exit codes)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli import run_command
 from test_predict import export, scene_with_border
 
 from fakes import texture_scene, write_geotiff
@@ -62,9 +60,9 @@ CASES = [
                   "output={out}"], 2, "empty.gpkg"),
     ("monitor", ["checkpoint={model}", "input={scene}", "output={out}"], 2, "no date"),
     ("finetune", ["pretrained={missing}"], 2, "missing.tif"),
-    ("prepare", ["--config-dir", "{conf}", "data=missing_scenes"], 2, "no_such_folder"),
-    ("prepare", ["--config-dir", "{conf}", "data=unresolvable"], 2, "data.root"),
-    ("pretrain", ["--config-dir", "{conf}", "data=missing_scenes"], 2, "no_such_folder"),
+    ("prepare", ["hydra.searchpath=[file://{conf}]", "data=missing_scenes"], 2, "no_such_folder"),
+    ("prepare", ["hydra.searchpath=[file://{conf}]", "data=unresolvable"], 2, "data.root"),
+    ("pretrain", ["hydra.searchpath=[file://{conf}]", "data=missing_scenes"], 2, "no_such_folder"),
     ("curve", ["pretrained=[{missing}]"], 2, "not an encoder directory"),
     ("compare", ["{empty_dir}"], 2, "no curve.csv"),
     ("bench", ["nope"], 2, "unknown benchmark"),
@@ -83,15 +81,15 @@ CASES = [
 
 @pytest.mark.parametrize(("command", "arguments", "code", "words"), CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, command, arguments,
-                                                    code, words):
+def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, monkeypatch, command,
+                                                    arguments, code, words):
     values = {k: str(v) for k, v in files.items()} | {"out": str(tmp_path / "out")}
     before = set(files["scene"].parent.rglob("*"))
-    done = subprocess.run(
-        [sys.executable, "-m", "rts_ssl", command, *(a.format(**values) for a in arguments),
-         f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}",
-         f"paths.data_dir={tmp_path / 'data'}"],
-        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    done = run_command(command, *(a.format(**values) for a in arguments),
+                       f"paths.log_dir={tmp_path / 'logs'}",
+                       f"paths.cache_dir={tmp_path / 'cache'}",
+                       f"paths.data_dir={tmp_path / 'data'}")
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     assert done.returncode == code, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and last.startswith("error: ") and words in last

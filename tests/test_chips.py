@@ -1,13 +1,12 @@
 """Chip folders without georeference: JPEG/PNG images + masks or COCO polygons."""
 
 import json
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from cli import run_command
 
 from fakes import write_chip
 from rts_ssl.data.prepare import prepare_dataset
@@ -68,10 +67,10 @@ def test_missing_pixel_size_is_a_one_line_error(tmp_path):
                                          r"data\.pixel_size_m"):
         prepare_dataset({**data, "labels": str(tmp_path / "coco.json"),
                          "pixel_size_m": None}, tmp_path / "out")
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", "data=rgb_chips",
+    done = run_command("prepare", "data=rgb_chips",
                            f"data.root={tmp_path}", "data.sources=null", "data.pixel_size_m=null",
                            f"data.labels={tmp_path / 'coco.json'}",
-                           f"data.prepared={tmp_path / 'cli'}"], capture_output=True, text=True)
+                           f"data.prepared={tmp_path / 'cli'}")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "set data.pixel_size_m" in done.stderr
@@ -140,9 +139,8 @@ def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
     model = _export_rgb_model(tmp_path)
     common = [f"checkpoint={model}", f"input={tmp_path / 'images'}", "band_names=[red,green,blue]",
               "window=64", "overlap=16"]
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", *common,
-                           f"output={tmp_path / 'pred'}", "pixel_size_m=3"],
-                          capture_output=True, text=True)
+    done = run_command("predict", *common,
+                           f"output={tmp_path / 'pred'}", "pixel_size_m=3")
     assert done.returncode == 0, done.stderr[-2000:]
     with rasterio.open(tmp_path / "pred" / "train_src0_000_probability.tif") as src:
         assert src.crs == LOCAL_CRS and src.transform.a == 3.0 and src.shape == (100, 120)
@@ -150,16 +148,15 @@ def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
     slumps = gpd.read_file(tmp_path / "pred" / "train_src0_000_slumps.gpkg")
     assert slumps["area_m2"].sum() == pytest.approx(100 * 120 * 9)
     deprecated = [a.replace("band_names=", "bands=") for a in common]  # the old name works
-    missing = subprocess.run([sys.executable, "-m", "rts_ssl", "predict", *deprecated,
-                              f"output={tmp_path / 'p2'}"], capture_output=True, text=True)
+    missing = run_command("predict", *deprecated,
+                              f"output={tmp_path / 'p2'}")
     assert "bands= is deprecated: the same is band_names=" in missing.stderr + missing.stdout
     assert "set data.pixel_size_m" in missing.stderr + missing.stdout
     for reference, extra in ((tmp_path / "coco.json", []),
                              (tmp_path / "masks", ["mask_threshold=127"])):
-        done = subprocess.run([sys.executable, "-m", "rts_ssl", "evaluate", *common,
+        done = run_command("evaluate", *common,
                                "pixel_size_m=3", f"mask={reference}", *extra,
-                               f"output={tmp_path / 'metrics.json'}"],
-                              capture_output=True, text=True)
+                               f"output={tmp_path / 'metrics.json'}")
         assert done.returncode == 0, done.stderr[-2000:]
         pooled = json.loads((tmp_path / "metrics.json").read_text())["pooled"]
         assert pooled["recall"] == pytest.approx(1.0)

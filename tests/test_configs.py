@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rts_ssl.__main__ import COMMANDS as ALL_COMMANDS
+from rts_ssl.commands import COMMANDS as ALL_COMMANDS
 from rts_ssl.config_checks import check_config
 from rts_ssl.errors import InputError
 

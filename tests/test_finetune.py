@@ -1,10 +1,9 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
+from cli import run_command
 
 from fakes import prepared_dataset
 from rts_ssl.errors import InputError
@@ -85,19 +84,18 @@ def fake_data(tmp_path_factory):
     return prepared_dataset(tmp_path_factory.mktemp("fake"))
 
 
-def finetune_cmd(conf_dir, logs, *extra) -> list[str]:
+def finetune_args(conf_dir, logs, *extra) -> list[str]:
     """A tiny fine-tuning run on the fake data (config dir from ``write_data_config``)."""
-    return [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir", str(conf_dir),
-            "data=fake", f"paths.log_dir={logs}", "split.test_regions=[east]",
-            "split.val_fraction=0.5", "input_size=32", "batch_size=4", "samples_per_epoch=8",
-            "trainer.max_epochs=2", "logger.mode=disabled", *extra]
+    return [f"hydra.searchpath=[file://{conf_dir}]", "data=fake", f"paths.log_dir={logs}",
+            "split.test_regions=[east]", "split.val_fraction=0.5", "input_size=32",
+            "batch_size=4", "samples_per_epoch=8", "trainer.max_epochs=2", "logger.mode=disabled",
+            *extra]
 
 
 def finetune(fake_data, logs, *extra):
     from test_pretrain import write_data_config
 
-    done = subprocess.run(finetune_cmd(write_data_config(fake_data), logs, *extra),
-                          capture_output=True, text=True)
+    done = run_command("finetune", *finetune_args(write_data_config(fake_data), logs, *extra))
     assert done.returncode == 0, done.stderr[-3000:]
     run = sorted((logs / "finetune").glob("*"))[-1]
     return run, json.loads((run / "result.json").read_text())
@@ -133,11 +131,9 @@ def test_cli_refuses_an_encoder_of_bands_the_data_lacks(fake_data, tmp_path):
                    {"bands": ["B4", "B3", "B2", "B8", "slope"], "ssl": "mae", "data": "x"})
     from test_pretrain import write_data_config
 
-    done = subprocess.run(
-        [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
-         str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
-         f"pretrained={tmp_path / 'enc'}", "logger.mode=disabled"],
-        capture_output=True, text=True)
+    done = run_command("finetune", f"hydra.searchpath=[file://{write_data_config(fake_data)}]",
+                       "data=fake", f"paths.log_dir={tmp_path}",
+                       f"pretrained={tmp_path / 'enc'}", "logger.mode=disabled")
     assert done.returncode == 2
     assert "encoder was trained on bands B4, B3, B2, B8, slope but the data has blue" in done.stderr
 
@@ -164,10 +160,8 @@ def test_cli_label_subsets_and_splits_that_cannot_be_drawn(fake_data, tmp_path, 
                                                           message):
     from test_pretrain import write_data_config
 
-    done = subprocess.run(
-        [sys.executable, "-m", "rts_ssl", "finetune", "--config-dir",
-         str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
-         "split.test_regions=[east]", "input_size=32", "logger.mode=disabled", override],
-        capture_output=True, text=True)
+    done = run_command("finetune", f"hydra.searchpath=[file://{write_data_config(fake_data)}]",
+                       "data=fake", f"paths.log_dir={tmp_path}", "split.test_regions=[east]",
+                       "input_size=32", "logger.mode=disabled", override)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}")

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -8,6 +6,7 @@ import pytest
 import rasterio
 import shapely
 import torch
+from cli import run_command
 
 from fakes import texture_scene, write_geotiff
 from rts_ssl.data.normalization import BandStats
@@ -147,9 +146,8 @@ def test_a_cloud_band_hides_a_date_instead_of_recording_shrinkage(tmp_path):
 
 
 def _monitor_cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "rts_ssl", "monitor", "checkpoint=unused",
-                           f"output={tmp_path / 'out'}", f"paths.log_dir={tmp_path}", *args],
-                          capture_output=True, text=True)
+    return run_command("monitor", "checkpoint=unused",
+                           f"output={tmp_path / 'out'}", f"paths.log_dir={tmp_path}", *args)
 
 
 def test_cli_one_line_errors_for_one_date_and_unparseable_dates(tmp_path):

@@ -1,11 +1,10 @@
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 import torch
+from cli import run_command
 
 from fakes import texture_scene, write_geotiff
 from rts_ssl.data.normalization import BandStats
@@ -40,9 +39,9 @@ def scene_with_border(path, size=300, order=(0, 1, 2, 3)):
 
 
 def predict(model, scene, output, *extra):
-    return subprocess.run([sys.executable, "-m", "rts_ssl", "predict", f"checkpoint={model}",
+    return run_command("predict", f"checkpoint={model}",
                            f"input={scene}", f"output={output}", "window=128", "overlap=32",
-                           *extra], capture_output=True, text=True)
+                           *extra)
 
 
 def test_sliding_windows_equal_one_big_forward(tmp_path):
@@ -177,10 +176,9 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
     for mask in (tmp_path / "masks",
                  square_polygons(tmp_path / "truth.gpkg",
                                  [(ORIGIN[0] + 150, ORIGIN[1] - 480, 180)])):
-        done = subprocess.run(
-            [sys.executable, "-m", "rts_ssl", "evaluate", f"checkpoint={model}",
+        done = run_command("evaluate", f"checkpoint={model}",
              f"input={tmp_path / 'scenes'}", f"mask={mask}", "window=128", "overlap=32",
-             f"output={tmp_path / 'metrics.json'}"], capture_output=True, text=True)
+             f"output={tmp_path / 'metrics.json'}")
         assert done.returncode == 0, done.stderr[-2000:]
         result = json.loads((tmp_path / "metrics.json").read_text())
         pooled = result["pooled"]

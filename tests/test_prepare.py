@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from cli import run_command
 
 from fakes import ORIGIN, ramp_scene, square_polygons, write_geotiff
 from rts_ssl.data.dataset import TileDataset
@@ -216,17 +217,15 @@ def test_cli_prepare_on_synthetic_and_one_line_error(tiny_synthetic, tmp_path):
     env_args = [f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}",
                 f"data.root={tiny_synthetic}", "data.synthetic.size=96", "data.tiles.size=64",
                 "data.tiles.overlap=16"]
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", *env_args],
-                          capture_output=True, text=True)
+    done = run_command("prepare", *env_args)
     assert done.returncode == 0, done.stderr
     tiles = pd.read_parquet(tmp_path / "prepared" / "synthetic_planet" / "tiles.parquet")
     assert tiles["region"].nunique() == 3 and tiles["place"].nunique() == 6
     assert tiles["date"].nunique() >= 3 and (tiles["positive_fraction"] > 0).any()
     settings = json.loads((tmp_path / "prepared" / "synthetic_planet" / "prepare.json").read_text())
     assert settings["bands"] == BANDS
-    bad = subprocess.run([sys.executable, "-m", "rts_ssl", "prepare", *env_args,
-                          "data.bands=[blue,B12]", "data.name=bad"],
-                         capture_output=True, text=True)
+    bad = run_command("prepare", *env_args,
+                          "data.bands=[blue,B12]", "data.name=bad")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "band B12 not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from cli import run_command
 from matplotlib.image import imread
 
 from fakes import ORIGIN, ramp_scene, write_geotiff
@@ -85,18 +86,13 @@ def test_bench_semi_times_each_method_against_supervised(tmp_path):
 
 
 def test_cli_quicklook_of_a_given_scene_and_labels_file(tmp_path):
-    import subprocess
-    import sys
-
     from fakes import square_polygons
 
     scene = write_geotiff(tmp_path / "s.tif", ramp_scene(size=200))
     labels = square_polygons(tmp_path / "mine.gpkg", [(X + 150, Y - 450, 300)])
     cache = tmp_path / "cache"  # where the synthetic default would be generated
-    done = subprocess.run(
-        [sys.executable, "-m", "rts_ssl", "quicklook", f"scene={scene}", f"labels={labels}",
-         f"output={tmp_path / 'q.png'}", f"paths.cache_dir={cache}"],
-        capture_output=True, text=True)
+    done = run_command("quicklook", f"scene={scene}", f"labels={labels}",
+         f"output={tmp_path / 'q.png'}", f"paths.cache_dir={cache}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "with 1 polygons" in done.stdout + done.stderr
     assert (tmp_path / "q.png").is_file() and not cache.exists()  # nothing generated

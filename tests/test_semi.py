@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from cli import run_command
 from torch import nn
 
 from fakes import prepared_dataset
@@ -108,10 +109,9 @@ def config_dir(fake_data):
 
 
 def finetune(fake_data, logs, *extra):
-    from test_finetune import finetune_cmd
+    from test_finetune import finetune_args
 
-    return subprocess.run(finetune_cmd(config_dir(fake_data), logs, *extra),
-                          capture_output=True, text=True)
+    return run_command("finetune", *finetune_args(config_dir(fake_data), logs, *extra))
 
 
 def result(logs):

@@ -1,10 +1,9 @@
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
+from cli import run_command
 from pyproj import Geod
 from rasterio.transform import from_origin
 from rasterio.windows import Window
@@ -164,8 +163,7 @@ def test_the_dem_closest_in_date_is_chosen_among_equals(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", *args], capture_output=True,
-                          text=True, env={**os.environ, "RTS_SSL_WANDB_MODE": "disabled"})
+    done = run_command(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -1,11 +1,10 @@
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 import shapely
+from cli import run_command
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
@@ -115,9 +114,8 @@ def test_polygons_outside_the_overlap_are_reported_not_zero(pair, tmp_path):
 
 
 def _volume_cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "rts_ssl", "volume",
-                           f"paths.log_dir={tmp_path / 'logs'}", *args],
-                          capture_output=True, text=True)
+    return run_command("volume",
+                           f"paths.log_dir={tmp_path / 'logs'}", *args)
 
 
 def test_cli_writes_tables_map_and_coregistration(pair, tmp_path):

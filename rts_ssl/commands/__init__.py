@@ -1,0 +1,99 @@
+"""The commands of ``python -m rts_ssl``: each module has ``run(cfg)``; this package composes
+a command's config and runs it the way the command line does, so tests and notebooks can call
+a command in-process (``execute(name, compose(name, overrides))``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from rts_ssl.config_checks import check_config
+from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+COMMANDS = {
+    "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
+    "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
+    "finetune": "segmentation head on a pretrained (or random) encoder with few labels",
+    "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
+    "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
+    "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
+    "evaluate": "pixel and object metrics of predictions vs reference masks or polygons",
+    "monitor": "predict one area on many dates, link slumps, growth rates + time series",
+    "volume": "volume change per slump from a DEM pair (co-registered, with uncertainty)",
+    "quicklook": "render a scene with its slump polygons to PNG",
+    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain|predict|semi`",
+}
+
+
+def overrides_of(command: str, arguments: list[str]) -> list[str]:
+    """Hydra overrides from a command's arguments: ``bench <target>`` and ``compare <dirs>``
+    take positional values."""
+    overrides = list(arguments)
+    if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
+        overrides[0] = f"target={overrides[0]}"
+    if command == "compare":
+        paths = [a for a in overrides if a.startswith("wandb:") or ("=" not in a and a[0] != "-")]
+        overrides = [a for a in overrides if a not in paths]
+        if paths:
+            overrides.append("curves=[" + ",".join(f"'{p}'" for p in paths) + "]")
+    return overrides
+
+
+def compose(command: str, overrides: list[str] = ()) -> DictConfig:
+    """The config ``python -m rts_ssl <command> <overrides>`` runs with (one run, no sweep).
+
+    As a Hydra run does, it records the run (``HydraConfig``) and creates its output directory,
+    which ``pretrain``, ``finetune`` and ``curve`` write to."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=command):
+        cfg = hydra_compose(command, overrides=overrides_of(command, list(overrides)),
+                            return_hydra_config=True)
+    output_dir = Path(cfg.hydra.run.dir).absolute()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def execute(command: str, cfg: DictConfig) -> int:
+    """Check and run one command; expected failures become one ``error:`` line on stderr and
+    the exit code that tells a script what happened (0 done, 2 bad input, 3 partly done)."""
+    run = importlib.import_module(f"rts_ssl.commands.{command}").run
+    try:
+        check_config(cfg)
+        run(cfg)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
+    except OmegaConfBaseException as err:  # a config value that cannot be resolved
+        key = getattr(err, "full_key", None) or "config"
+        print(f"error: {key}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
+    except PartialFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return PARTIAL_FAILURE_EXIT
+    return 0
+
+
+def hydra_main(command: str) -> None:
+    """Run ``command`` under Hydra with the overrides in ``sys.argv[1:]`` (sweeps, config
+    dirs, ``--cfg``); exit with its code. Each command module calls this as ``__main__``."""
+    import hydra
+
+    def task(cfg: DictConfig) -> None:
+        code = execute(command, cfg)
+        if code:
+            sys.exit(code)
+
+    hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(task)()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.errors import InputError
 
 
@@ -95,3 +96,7 @@ def _semi(cfg: DictConfig, workdir: Path) -> None:
     for method in bench.methods:
         print(f"{method}: {figures[method]:.2f} s/step, {figures[f'{method}_ratio']:.2f} x "
               "supervised")
+
+
+if __name__ == "__main__":
+    hydra_main("bench")

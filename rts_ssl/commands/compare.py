@@ -8,6 +8,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from rts_ssl import tracking
+from rts_ssl.commands import hydra_main
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.curves import aggregate, rank_checkpoints
 
@@ -34,3 +35,7 @@ def _curve(source: str) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(source, "no curve.csv here; run `python -m rts_ssl curve` first")
     return pd.read_csv(path)
+
+
+if __name__ == "__main__":
+    hydra_main("compare")

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
+from rts_ssl.commands import hydra_main
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, plot_curves
 from rts_ssl.files import write_atomic
@@ -145,3 +146,7 @@ def _log_summary(cfg: DictConfig, curve, output: Path) -> None:
         })
     finally:
         tracking.finish()
+
+
+if __name__ == "__main__":
+    hydra_main("curve")

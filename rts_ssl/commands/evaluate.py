@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
 from rts_ssl.files import write_atomic
@@ -40,3 +41,7 @@ def run(cfg: DictConfig) -> None:
 
 def _summary(pixels, objects: ObjectCounts) -> dict[str, float]:
     return {**{k: float(v) for k, v in pixels.compute().items()}, **objects.compute()}
+
+
+if __name__ == "__main__":
+    hydra_main("evaluate")

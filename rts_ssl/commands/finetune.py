@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
@@ -165,3 +166,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
     log.info("model: %s | threshold %.2f | test IoU %.3f, object F1 %.3f", directory,
              result["threshold"], metrics.get("test/iou", float("nan")),
              metrics.get("test/object_f1", float("nan")))
+
+
+if __name__ == "__main__":
+    hydra_main("finetune")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.errors import some_failed
 from rts_ssl.inference.predict import Prediction
@@ -20,3 +21,7 @@ def run(cfg: DictConfig) -> None:
                      cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band)
     if result.failed:  # the other dates are monitored
         raise some_failed(result.failed, len(scenes))
+
+
+if __name__ == "__main__":
+    hydra_main("monitor")

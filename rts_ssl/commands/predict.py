@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.errors import InputError, some_failed
 from rts_ssl.inference.predict import Prediction, predict_scenes
@@ -33,3 +34,7 @@ def run(cfg: DictConfig) -> None:
         if summary.done + summary.skipped == 0:  # nothing done: bad input
             raise InputError(cfg.input, str(failure))
         raise failure
+
+
+if __name__ == "__main__":
+    hydra_main("predict")

@@ -4,6 +4,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.errors import some_failed
 
@@ -20,3 +21,7 @@ def run(cfg: DictConfig) -> None:
     if summary.failed:  # the others are prepared
         raise some_failed(summary.failed, len(summary.failed) + len(summary.prepared)
                           + len(summary.skipped))
+
+
+if __name__ == "__main__":
+    hydra_main("prepare")

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.models.export import export_encoder
 from rts_ssl.training import best_or_last, build_trainer, resume_checkpoint
@@ -71,3 +72,7 @@ def _export(trainer, task, datamodule, cfg, run_dir: Path, logger, name: str) ->
     directory = export_encoder(run_dir / "encoder", task.encoder, task.spec, metadata)
     tracking.log_encoder_artifact(logger, directory, f"encoder-{name}", metadata)
     return directory
+
+
+if __name__ == "__main__":
+    hydra_main("pretrain")

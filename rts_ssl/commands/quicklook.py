@@ -4,6 +4,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.labels import LabelIndex, read_polygons
 from rts_ssl.data.prepare import resolve_source
 from rts_ssl.data.scenes import Scene, find_scenes, scene_options
@@ -28,3 +29,7 @@ def run(cfg: DictConfig) -> None:
     out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))
     log.info("quicklook of %s with %d polygons -> %s", scene_path,
              0 if polygons is None else len(polygons), out)
+
+
+if __name__ == "__main__":
+    hydra_main("quicklook")

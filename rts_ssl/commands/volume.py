@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rts_ssl.commands import hydra_main
 from rts_ssl.data.labels import read_polygons
 from rts_ssl.errors import InputError
 from rts_ssl.files import write_atomic
@@ -50,3 +51,7 @@ def run(cfg: DictConfig) -> None:
              registration.vertical_offset_m, registration.nmad_m, registration.stable_pixels)
     log.info("%d polygons (%d not fully covered): volume change %.0f m^3 -> %s",
              len(volumes), len(missing), volumes["volume_m3"].sum(), output)
+
+
+if __name__ == "__main__":
+    hydra_main("volume")
