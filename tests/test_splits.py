@@ -106,3 +106,24 @@ def test_an_unknown_split_group_is_a_clear_error():
     tiles = pd.DataFrame({"region": ["a", "b"], "place": ["p", "q"]})
     with pytest.raises(ValueError, match="unknown split group 'location'; choose one of place"):
         assign_splits(tiles, group="location")
+
+
+def test_normalisation_statistics_come_from_the_train_split_only(tmp_path):
+    from fakes import prepared_dataset
+    from rts_ssl.data.datamodule import TileDataModule
+    from rts_ssl.data.normalization import BandStats, compute_band_stats
+
+    root = prepared_dataset(tmp_path)
+    data = {"prepared": str(root / "prepared"), "bands": ["blue", "green", "red", "nir"]}
+    module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25},
+                            labels={"fraction": 0.5})
+    module.setup()
+    store = module.store
+    train = store.tiles.index[store.tiles["region"] == "west"]
+    train = train[~train.isin(module.datasets["val"].indices)]
+    expected = compute_band_stats(store, train)
+    everything = BandStats.from_dict(store.info["normalization"])
+    for name in ("train", "val", "test"):  # one normalisation for all splits: the train split's
+        assert module.datasets[name].stats.mean == pytest.approx(expected.mean)
+    assert len(module.datasets["train"]) < len(train)  # the label budget withholds labels only
+    assert not np.allclose(expected.mean, everything.mean)  # the test region never counts

@@ -8,10 +8,12 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from rts_ssl.data.dataset import TileDataset, collate_tiles
+from rts_ssl.data.normalization import BandStats, compute_band_stats
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.data.splits import assign_splits, label_subset
 from rts_ssl.data.tiles import TileStore
@@ -96,6 +98,9 @@ class TileDataModule(pl.LightningDataModule):
         except ValueError as err:
             raise InputError("split", str(err)) from None
         chosen = {name: split.index[split == name] for name in ("train", "val", "test")}
+        if chosen["train"].empty:
+            raise InputError(self.root, f"the train split is empty (split: {self.split_args})")
+        stats = self._training_stats(chosen["train"])
         if self.labels is not None:
             try:
                 chosen["train"] = label_subset(tiles.loc[chosen["train"]],
@@ -110,9 +115,16 @@ class TileDataModule(pl.LightningDataModule):
             size = self.patch_size if train else self.eval_patch_size
             self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
                                               self.temporal_positives and train, grid=not train,
-                                              slump_crops=self.slump_crops if train else 0.0)
+                                              slump_crops=self.slump_crops if train else 0.0,
+                                              stats=stats)
         if self.unlabelled:
             self.datasets["unlabelled"] = self._unlabelled_tiles()
+
+    def _training_stats(self, train: pd.Index) -> BandStats:
+        """Normalisation statistics of the train split's images (all of them: a label budget
+        withholds labels, not images); validation and the held-out test tiles never count,
+        so the statistics exported with a model are those of the data it trained on."""
+        return compute_band_stats(self.store, train.to_numpy())
 
     def _unlabelled_tiles(self) -> TileDataset:
         """Every tile of the unlabelled data, read as the model reads the labelled data."""
@@ -145,8 +157,6 @@ class TileDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """Random tiles (random crops when patches are smaller); ``samples_per_epoch`` long."""
         dataset = self.datasets["train"]
-        if len(dataset) == 0:
-            raise ValueError(f"{self.root}: the train split is empty")
         count = self.samples_per_epoch or len(dataset)
         if self.balance is None:
             sampler = RandomSampler(dataset, count > len(dataset), num_samples=count)

@@ -24,7 +24,8 @@ class TileDataset(Dataset):
     ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
     location (the tile itself when the location was seen once), for contrastive learning.
     ``slump_crops``: the share of random crops placed to hold a slump pixel of their tile.
-    ``stats``: normalise with these (a model's) instead of the store's own statistics.
+    ``stats``: normalise with these (by band name: the training split's, a model's) instead of
+    the statistics of every tile of the store.
     """
 
     def __init__(
@@ -52,10 +53,8 @@ class TileDataset(Dataset):
                              f"dataset (bands: {', '.join(self.store.bands)})")
         # a plain slice when all bands are taken in stored order: no fancy-index copy per read
         self.band_index = slice(None) if found == list(range(len(self.store.bands))) else found
-        if stats is None:
-            stats = BandStats.from_dict(self.store.info["normalization"])
-            stats = stats.select([stats.bands[i] for i in found])
-        self.stats = stats
+        stats = stats or BandStats.from_dict(self.store.info["normalization"])
+        self.stats = stats.select([stats.bands[i] for i in band_indexes(stats.bands, bands)])
         self.partners = _other_dates(self.store.tiles) if temporal_positives else None
         self.slump_crops = slump_crops
         self.grid = None

@@ -61,12 +61,14 @@ class BandStats:
         return image
 
 
-def compute_band_stats(store, seed: int = 0) -> BandStats:
-    """Robust statistics over every tile of a :class:`~rts_ssl.data.tiles.TileStore`."""
+def compute_band_stats(store, indices: Sequence[int] | None = None, seed: int = 0) -> BandStats:
+    """Robust statistics over the tiles ``indices`` (default: every tile) of a
+    :class:`~rts_ssl.data.tiles.TileStore`."""
     rng = np.random.default_rng(seed)
     n_bands = len(store.bands)
+    indices = range(len(store)) if indices is None else [int(i) for i in indices]
     samples = []
-    for i in tqdm(range(len(store)), desc="band statistics (1/2)", leave=False):
+    for i in tqdm(indices, desc="band statistics (1/2)", leave=False):
         image, masks = store.read(i)
         valid = image[:, masks[2] == 0]
         if valid.shape[1]:
@@ -79,7 +81,7 @@ def compute_band_stats(store, seed: int = 0) -> BandStats:
     total = np.zeros(n_bands)
     total_sq = np.zeros(n_bands)
     count = np.zeros(n_bands)
-    for i in tqdm(range(len(store)), desc="band statistics (2/2)", leave=False):
+    for i in tqdm(indices, desc="band statistics (2/2)", leave=False):
         image, masks = store.read(i)
         valid = image[:, masks[2] == 0].astype(np.float64)
         inside = (valid >= low[:, None]) & (valid <= high[:, None])
