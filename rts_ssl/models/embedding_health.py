@@ -6,17 +6,16 @@ import math
 
 import torch
 import torch.nn.functional as F
+from lightly.utils.debug import std_of_l2_normalized
 
 COLLAPSE_THRESHOLD = 0.1  # std of l2-normalised embeddings x sqrt(dim); ~1 when healthy
 
 
 def normalized_std(embeddings: torch.Tensor) -> float:
-    """Mean per-dimension std of l2-normalised embeddings, times sqrt(dim).
-
-    About 1 for embeddings spread over the sphere, 0 when they all collapse to one point.
-    """
-    z = F.normalize(embeddings.float(), dim=1)
-    return float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
+    """lightly's std of l2-normalised embeddings, times sqrt(dim) so that the scale does not
+    depend on the width: about 1 for embeddings spread over the sphere, 0 when they all
+    collapse to one point."""
+    return float(std_of_l2_normalized(embeddings.float()) * math.sqrt(embeddings.shape[1]))
 
 
 def effective_rank(embeddings: torch.Tensor) -> float:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from lightly.utils.lars import LARS
+from lightly.utils.scheduler import CosineWarmupScheduler
 
 
 def build_optimizer(params: Iterable, name: str, lr: float, weight_decay: float):
@@ -18,15 +18,9 @@ def build_optimizer(params: Iterable, name: str, lr: float, weight_decay: float)
     raise ValueError(f"unknown optimizer {name!r} (adamw, lars)")
 
 
-def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
-    """Linear warm-up to the base rate, then cosine decay to zero, per step."""
+def warmup_cosine(optimizer, total_steps: int, warmup_steps: int) -> CosineWarmupScheduler:
+    """Linear warm-up to the base rate, then cosine decay to zero, per step (lightly's
+    schedule; the warm-up is clipped so that a tiny run still decays)."""
     total_steps = max(total_steps, 1)
     warmup_steps = min(max(warmup_steps, 0), total_steps - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return CosineWarmupScheduler(optimizer, warmup_steps, total_steps, end_value=0.0)
