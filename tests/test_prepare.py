@@ -233,7 +233,7 @@ def test_cli_prepare_on_synthetic_and_one_line_error(tiny_synthetic, tmp_path):
 
 def test_tile_dataset_patches_and_band_selection(tmp_path):
     prepare_dataset(make_data(tmp_path), tmp_path / "out")
-    dataset = TileDataset(tmp_path / "out", patch_size=64, bands=["B8", "B4"])
+    dataset = TileDataset(tmp_path / "out", crop_size=64, bands=["B8", "B4"])
     sample = dataset[0]
     assert sample["image"].shape == (2, 64, 64) and sample["mask"].shape == (64, 64)
     assert dataset.stats.bands == ("nir", "red")
@@ -257,7 +257,7 @@ def test_temporal_positive_is_the_same_window_on_another_date(tmp_path):
 
 def test_grid_crops_cover_each_tile_exactly(tmp_path):
     prepare_dataset(make_data(tmp_path), tmp_path / "out")
-    dataset = TileDataset(tmp_path / "out", indices=[3, 5], patch_size=64, grid=True)
+    dataset = TileDataset(tmp_path / "out", indices=[3, 5], crop_size=64, grid=True)
     assert len(dataset) == 2 * 4  # 128 px tiles, 2 x 2 crops each
     batch = dataset.__getitems__(list(range(4))).batched
     image, _ = dataset.store.read(3)
@@ -272,8 +272,8 @@ def test_slump_crops_hold_a_slump_pixel(tmp_path):
     tiles = TileStore(tmp_path / "out").tiles
     with_slump = tiles.index[tiles["positive_fraction"] > 0].to_numpy()
     torch.manual_seed(0)
-    plain = TileDataset(tmp_path / "out", indices=with_slump, patch_size=32)
-    placed = TileDataset(tmp_path / "out", indices=with_slump, patch_size=32, slump_crops=1.0)
+    plain = TileDataset(tmp_path / "out", indices=with_slump, crop_size=32)
+    placed = TileDataset(tmp_path / "out", indices=with_slump, crop_size=32, slump_crops=1.0)
     positions = list(range(len(with_slump))) * 20
     hits = [plain.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean(),
             placed.__getitems__(positions).batched["mask"].flatten(1).any(1).float().mean()]

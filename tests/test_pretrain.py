@@ -18,8 +18,8 @@ from rts_ssl.models.pretrained import pretrained_weights
 from rts_ssl.models.simclr import SimCLRTask
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0}
-RESNET = {"name": "resnet18", "timm_name": "resnet18", "img_size": 32}
-VIT = {"name": "vit_tiny", "timm_name": "vit_tiny_patch16_224", "img_size": 32,
+RESNET = {"name": "resnet18", "timm_name": "resnet18", "input_size": 32}
+VIT = {"name": "vit_tiny", "timm_name": "vit_tiny_patch16_224", "input_size": 32,
        "patch_size": 8}
 
 
@@ -29,7 +29,7 @@ def fake_data(tmp_path_factory):
 
 
 def fixed_batch(root, bands=None, size=32):
-    dataset = TileDataset(root / "prepared", patch_size=size, bands=bands)
+    dataset = TileDataset(root / "prepared", crop_size=size, bands=bands)
     torch.manual_seed(0)
     return torch.stack([dataset[i]["image"] for i in range(16)])
 
@@ -201,3 +201,10 @@ def test_ddp_two_cpu_processes(fake_data, tmp_path):
     assert (runs[0] / "encoder" / "encoder.safetensors").is_file()
     assert len(list(runs[0].glob("wandb/offline-run-*"))) == 1  # rank 0 logs alone
     assert done.stdout.count("encoder: ") == 1
+
+
+def test_encoder_specs_of_earlier_exports_read_img_size_as_input_size():
+    spec = EncoderSpec.from_dict({"name": "vit_tiny", "timm_name": "vit_tiny_patch16_224",
+                                  "in_chans": 4, "img_size": 32, "patch_size": 8})
+    assert spec.input_size == 32 and spec.to_dict()["input_size"] == 32
+    assert "img_size" not in spec.to_dict()

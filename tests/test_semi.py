@@ -19,7 +19,7 @@ from torch import nn
 from fakes import prepared_dataset
 from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_loss
 
-RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "img_size": 32}
+RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "input_size": 32}
 SEMI = {"name": "mean_teacher", "unlabelled_ratio": 1.0, "weight": 1.0, "rampup_epochs": 0,
         "ema_decay": 0.99, "confidence": 0.9, "collapse_below": 1e-4, "strong": {}}
 

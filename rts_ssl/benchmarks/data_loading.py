@@ -85,7 +85,7 @@ def run(workdir: Path, size: int = 8000, patch: int = 128, batch: int = 64,
     prepare_dataset(data, workdir / f"prepared_{size}", workers=2, overwrite=True)
     prepare_s = time.perf_counter() - start
     n = (batches + 2) * batch
-    ours = TileDataset(workdir / f"prepared_{size}", patch_size=patch)
+    ours = TileDataset(workdir / f"prepared_{size}", crop_size=patch)
     geo = _BenchRaster(paths=[str(scene)])
     ours_rates, geo_rates = [], []
     for _ in range(rounds):

@@ -28,7 +28,7 @@ OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs":
 
 
 def make_task(method: str, encoder: str, bands: int, size: int) -> SSLTask:
-    spec = {**ENCODERS[encoder], "in_chans": bands, "img_size": size}
+    spec = {**ENCODERS[encoder], "in_chans": bands, "input_size": size}
     return (SimCLRTask if method == "simclr" else MAETask)(spec, OPTIMIZER)
 
 
@@ -51,7 +51,7 @@ class StepTimer(pl.Callback):
 def loop_rate(task: SSLTask, data: dict, workdir: Path, batch: int, steps: int,
               warmup: int) -> float:
     """Images/s of ``trainer.fit`` over ``steps`` timed steps."""
-    datamodule = TileDataModule(data, batch_size=batch, patch_size=task.spec.img_size,
+    datamodule = TileDataModule(data, batch_size=batch, crop_size=task.spec.input_size,
                                 samples_per_epoch=batch * (steps + warmup),
                                 split={"val_fraction": 0.0, "test_fraction": 0.0})
     timer = StepTimer(warmup)
@@ -72,7 +72,7 @@ def bare_rate(task: SSLTask, batch: int, bands: int, steps: int, warmup: int) ->
     """Images/s of loss + backward + optimizer step on random in-memory tensors."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = task.to(device).train()
-    images = torch.randn(batch, bands, task.spec.img_size, task.spec.img_size, device=device)
+    images = torch.randn(batch, bands, task.spec.input_size, task.spec.input_size, device=device)
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-3)
     for step in range(steps + warmup):
         if step == warmup:

@@ -24,9 +24,9 @@ DECODER = [128, 64, 32, 16, 16]  # the fine-tuning default (conf/finetune.yaml)
 def step_seconds(data: dict, workdir: Path, semi: dict | None, encoder: str, size: int,
                  batch: int, steps: int, warmup: int) -> float:
     """Mean wall time of a timed training step (data loading included)."""
-    spec = {**ENCODERS[encoder], "in_chans": len(data["bands"]), "img_size": size}
+    spec = {**ENCODERS[encoder], "in_chans": len(data["bands"]), "input_size": size}
     datamodule = TileDataModule(
-        data, batch_size=batch, patch_size=size, samples_per_epoch=batch * (steps + warmup),
+        data, batch_size=batch, crop_size=size, samples_per_epoch=batch * (steps + warmup),
         split={"test_regions": [], "val_fraction": 0.0, "test_fraction": 0.0},
         labels={"fraction": 1.0, "seed": 0}, slump_crops=0.5,
         unlabelled=data if semi else None,

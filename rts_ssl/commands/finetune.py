@@ -19,6 +19,7 @@ from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
 from rts_ssl.files import write_atomic
+from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained
@@ -44,13 +45,14 @@ def run(cfg: DictConfig) -> None:
     info = read_info(source) if source else None
     if info:
         weights = pretrained_weights(source, info, data["bands"])
-        encoder = {**info["architecture"], "in_chans": len(data["bands"])}
+        encoder = {**EncoderSpec.from_dict(info["architecture"]).to_dict(),
+                   "in_chans": len(data["bands"])}
         if not encoder.get("patch_size"):  # CNNs take any crop; ViTs keep their input size
-            encoder["img_size"] = cfg.input_size
+            encoder["input_size"] = cfg.input_size
         checkpoint = cfg.pretrained_name or f"{info['ssl']}-{encoder['name']}-{info['data']}"
     else:
         encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),
-                   "img_size": cfg.input_size}
+                   "input_size": cfg.input_size}
         checkpoint = cfg.pretrained_name or (encoder["name"] if encoder["name"] == SpectralRule.name
                                              else f"random-{encoder['name']}")
     semi, unlabelled = _semi_supervision(cfg, encoder)
@@ -65,10 +67,10 @@ def run(cfg: DictConfig) -> None:
               "test_regions": ",".join(cfg.split.test_regions or [])}
     datamodule = TileDataModule(
         data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-        patch_size=encoder["img_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
+        crop_size=encoder["input_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
         balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
         slump_crops=cfg.slump_crops,
-        eval_patch_size=encoder["img_size"] if encoder.get("patch_size") else None,
+        eval_crop_size=encoder["input_size"] if encoder.get("patch_size") else None,
         unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -153,7 +155,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
     metadata = {
         "bands": list(datamodule.bands), "mode": task.hparams.mode,
         "normalization": datamodule.datasets["train"].stats.to_dict(),
-        "input_size": task.spec.img_size, "threshold": round(float(task.threshold), 4),
+        "input_size": task.spec.input_size, "threshold": round(float(task.threshold), 4),
         "decoder_channels": task.hparams.decoder_channels,
         "pretrained_from": str(source) if source else None, "data": data["name"],
         "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),

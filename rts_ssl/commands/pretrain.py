@@ -26,12 +26,12 @@ def run(cfg: DictConfig) -> None:
     name = tracking.run_name(cfg.ssl.name, cfg.encoder.name, cfg.data.name)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = TileDataModule(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                patch_size=cfg.input_size, split=cfg.split,
-                                eval_patch_size=cfg.input_size,
+                                crop_size=cfg.input_size, split=cfg.split,
+                                eval_crop_size=cfg.input_size,
                                 samples_per_epoch=cfg.samples_per_epoch,
                                 temporal_positives=cfg.ssl.temporal_positives)
     encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),
-               "img_size": cfg.input_size}
+               "input_size": cfg.input_size}
     task = hydra.utils.instantiate(cfg.ssl.task, encoder=encoder, _convert_="all",
                                    optimizer=OmegaConf.to_container(cfg.ssl.optimizer))
     logger = tracking.make_logger(cfg.logger, run_dir, name, group=f"pretrain-{cfg.data.name}",

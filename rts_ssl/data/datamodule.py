@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class TileDataModule(pl.LightningDataModule):
     """Train/val/test tiles of one data config (``conf/data/*.yaml``).
 
-    Train draws random crops of ``patch_size``; val and test cover every tile with a grid of
-    crops of ``eval_patch_size`` (None: whole tiles, for networks that take any size: a
+    Train draws random crops of ``crop_size``; val and test cover every tile with a grid of
+    crops of ``eval_crop_size`` (None: whole tiles, for networks that take any size: a
     slump cut by a crop border would count as two objects).
     ``split`` holds :func:`~rts_ssl.data.splits.assign_splits` arguments (test regions,
     fractions, grouping column, seed). ``labels`` (fine-tuning) keeps labelled tiles only and
@@ -44,7 +44,7 @@ class TileDataModule(pl.LightningDataModule):
         data: Mapping,
         batch_size: int = 64,
         num_workers: int = 0,
-        patch_size: int | None = None,
+        crop_size: int | None = None,
         bands: Sequence[str] | None = None,
         split: Mapping | None = None,
         prepare_workers: int = 2,
@@ -52,7 +52,7 @@ class TileDataModule(pl.LightningDataModule):
         temporal_positives: bool = False,
         labels: Mapping | None = None,
         balance: float | None = None,
-        eval_patch_size: int | None = None,
+        eval_crop_size: int | None = None,
         slump_crops: float = 0.0,
         unlabelled: Mapping | None = None,
         unlabelled_ratio: float = 1.0,
@@ -61,8 +61,8 @@ class TileDataModule(pl.LightningDataModule):
         self.data = dict(data)
         self.root = Path(self.data["prepared"])
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.patch_size = patch_size
-        self.eval_patch_size = eval_patch_size
+        self.crop_size = crop_size
+        self.eval_crop_size = eval_crop_size
         self.slump_crops = slump_crops
         self.bands = list(bands or self.data["bands"])
         self.split_args = dict(split or {})
@@ -112,7 +112,7 @@ class TileDataModule(pl.LightningDataModule):
                 raise InputError(f"data.{key}", str(err)) from None
         for name, indices in chosen.items():
             train = name == "train"
-            size = self.patch_size if train else self.eval_patch_size
+            size = self.crop_size if train else self.eval_crop_size
             self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
                                               self.temporal_positives and train, grid=not train,
                                               slump_crops=self.slump_crops if train else 0.0,
@@ -133,7 +133,7 @@ class TileDataModule(pl.LightningDataModule):
             raise InputError(store.root, f"unlabelled data {self.unlabelled['name']} has bands "
                              f"{', '.join(self.unlabelled['bands'])} but the labelled data has "
                              f"{', '.join(self.data['bands'])}")
-        return TileDataset(store, None, self.patch_size, self.bands,
+        return TileDataset(store, None, self.crop_size, self.bands,
                            stats=self.datasets["train"].stats)
 
     @property

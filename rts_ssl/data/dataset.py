@@ -18,7 +18,7 @@ from rts_ssl.errors import InputError
 class TileDataset(Dataset):
     """Normalised tiles as ``{"image", "mask", "ignore", "nodata"}`` tensors.
 
-    ``patch_size`` smaller than the tile gives a random crop per access (random locations),
+    ``crop_size`` smaller than the tile gives a random crop per access (random locations),
     or with ``grid=True`` (evaluation) every crop of a regular grid covering each tile once;
     ``bands`` selects bands by name from the prepared dataset (default: all of them).
     ``temporal_positives`` adds ``"positive"``: the same window of another date at the same
@@ -32,7 +32,7 @@ class TileDataset(Dataset):
         self,
         store: TileStore | str | Path,
         indices: Sequence[int] | None = None,
-        patch_size: int | None = None,
+        crop_size: int | None = None,
         bands: Sequence[str] | None = None,
         temporal_positives: bool = False,
         grid: bool = False,
@@ -41,9 +41,9 @@ class TileDataset(Dataset):
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
-        self.patch_size = patch_size or self.store.tile_size
-        if self.patch_size > self.store.tile_size:
-            raise InputError(self.store.root, f"patch size {self.patch_size} exceeds the tile "
+        self.crop_size = crop_size or self.store.tile_size
+        if self.crop_size > self.store.tile_size:
+            raise InputError(self.store.root, f"crop size {self.crop_size} exceeds the tile "
                              f"size {self.store.tile_size}")
         bands = list(bands or self.store.bands)
         found = band_indexes(self.store.bands, bands)
@@ -59,7 +59,7 @@ class TileDataset(Dataset):
         self.slump_crops = slump_crops
         self.grid = None
         if grid:
-            starts = tile_starts(self.store.tile_size, self.patch_size, 0)
+            starts = tile_starts(self.store.tile_size, self.crop_size, 0)
             self.grid = np.array([(r, c) for r in starts for c in starts])
 
     def __len__(self) -> int:
@@ -70,7 +70,7 @@ class TileDataset(Dataset):
 
     def __getitems__(self, positions: list[int]) -> TileBatch:
         """A batch read into one array and normalised at once (DataLoader calls this)."""
-        size, positions = self.patch_size, np.asarray(positions)
+        size, positions = self.crop_size, np.asarray(positions)
         if self.grid is None:
             tiles = self.indices[positions]
             offsets = torch.randint(0, self.store.tile_size - size + 1, (len(tiles), 2)).numpy()
@@ -91,7 +91,7 @@ class TileDataset(Dataset):
         """With probability ``slump_crops``, move a crop so that it holds a random slump
         pixel of its tile (in place): slumps of ~0.1 % of a tile are missed by most random
         crops, and a crop without them teaches nothing but background."""
-        size, limit = self.patch_size, self.store.tile_size - self.patch_size
+        size, limit = self.crop_size, self.store.tile_size - self.crop_size
         chosen = np.flatnonzero(torch.rand(len(tiles)).numpy() < self.slump_crops)
         for k in chosen:
             rows, cols = np.nonzero(self.store.read(int(tiles[k]))[1][0])
@@ -101,7 +101,7 @@ class TileDataset(Dataset):
                 offsets[k] = np.clip([rows[pick] - shift[0], cols[pick] - shift[1]], 0, limit)
 
     def _read(self, tiles: np.ndarray, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.patch_size
+        size = self.crop_size
         image = np.empty((len(tiles), len(self.stats.bands), size, size), np.float32)
         masks = np.empty((len(tiles), 3, size, size), np.uint8)
         for k, (tile, (row, col)) in enumerate(zip(tiles, offsets, strict=True)):

@@ -15,8 +15,8 @@ class EncoderSpec:
     name: str  # our short name, e.g. resnet18, vit_small
     timm_name: str
     in_chans: int
-    img_size: int
-    patch_size: int | None = None  # ViTs only
+    input_size: int  # px; timm's img_size (ViTs keep it, CNNs take any size)
+    patch_size: int | None = None  # ViT token size (px); None for CNNs
 
     @property
     def is_vit(self) -> bool:
@@ -25,9 +25,17 @@ class EncoderSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderSpec:
+        """From an encoder.yaml ``architecture`` (exports before 2026-11 say ``img_size``)."""
+        data = dict(data)
+        if "img_size" in data:
+            data["input_size"] = data.pop("img_size")
+        return cls(**data)
+
 
 def build_encoder(spec: EncoderSpec) -> nn.Module:
     """A timm backbone returning pooled features (``num_features`` wide), random init."""
-    kwargs = {"img_size": spec.img_size, "patch_size": spec.patch_size} if spec.is_vit else {}
+    kwargs = {"img_size": spec.input_size, "patch_size": spec.patch_size} if spec.is_vit else {}
     return timm.create_model(spec.timm_name, pretrained=False, num_classes=0,
                              in_chans=spec.in_chans, **kwargs)

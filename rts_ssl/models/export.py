@@ -89,7 +89,7 @@ def read_encoder_info(directory: str | Path) -> dict:
 def load_encoder(directory: str | Path) -> tuple[nn.Module, dict]:
     """A ready encoder module (eval mode) and its metadata (bands, normalisation, ...)."""
     info = read_info(directory, ENCODER)
-    spec = EncoderSpec(**info["architecture"])
+    spec = EncoderSpec.from_dict(info["architecture"])
     encoder = build_encoder(spec)
     missing, unexpected = encoder.load_state_dict(read_weights(directory), strict=False)
     if missing or unexpected:
@@ -104,7 +104,7 @@ def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
     from rts_ssl.models.segmentation import build_segmentation
 
     info = read_info(directory, MODEL)
-    net = build_segmentation(EncoderSpec(**info["architecture"]), info["mode"],
+    net = build_segmentation(EncoderSpec.from_dict(info["architecture"]), info["mode"],
                              info.get("decoder_channels"))
     missing, unexpected = net.load_state_dict(read_weights(directory, MODEL), strict=False)
     if missing or unexpected:

@@ -42,7 +42,7 @@ class MAETask(SSLTask):
         self.decoder_pred = nn.Linear(decoder_dim, self.spec.patch_size**2 * self.spec.in_chans)
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         self.prefix = vit.num_prefix_tokens
-        self.augment = mae_input_transform(self.spec.img_size)
+        self.augment = mae_input_transform(self.spec.input_size)
 
     @property
     def encoder(self) -> nn.Module:

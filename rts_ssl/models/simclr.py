@@ -27,7 +27,7 @@ class SimCLRTask(SSLTask):
         self.backbone = build_encoder(self.spec)
         self.head = SimCLRProjectionHead(self.backbone.num_features, hidden_dim, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
-        self.views = ssl_view_transform(self.spec.img_size, **(views or {}))
+        self.views = ssl_view_transform(self.spec.input_size, **(views or {}))
 
     @property
     def encoder(self) -> nn.Module:
