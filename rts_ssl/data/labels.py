@@ -19,12 +19,9 @@ import pandas as pd
 import pyogrio
 import shapely
 from pyproj import CRS
-from rasterio.enums import Resampling
 from rasterio.features import rasterize
-from rasterio.windows import Window
 
 from rts_ssl.data.coco import coco_polygons, load_coco
-from rts_ssl.data.rasters import GridRaster
 from rts_ssl.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -188,29 +185,3 @@ def find_mask(scene: Path, scenes_root: Path, masks_root: Path) -> Path | None:
             if (folder / name).is_file():
                 return folder / name
     return None
-
-
-class RasterMask:
-    """A slump mask raster on a scene's grid: values above ``threshold`` are slump, the
-    mask's nodata is unlabelled. Lossy chip masks (JPEG) need a threshold (e.g. 127).
-    Masks without georeference take the scene's local grid (``pixel_size_m``)."""
-
-    def __init__(self, path: Path, scene, threshold: float = 0,
-                 pixel_size_m: float | None = None) -> None:
-        self.path, self.threshold = Path(path), threshold
-        self._raster = GridRaster(self.path, scene, [1], Resampling.nearest, pixel_size_m,
-                                  what="mask")
-        if self._raster.resampled:
-            grid = self._raster.describe_grid()
-            self._raster.close()
-            raise InputError(self.path, f"mask grid ({grid}) differs from the scene "
-                             f"{scene.path.name}")
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """(slump, labelled) booleans of a window."""
-        values = self._raster.read(window)[0]
-        labelled = ~np.ma.getmaskarray(values)
-        return (values.filled(0) > self.threshold) & labelled, labelled
-
-    def close(self) -> None:
-        self._raster.close()

@@ -25,7 +25,8 @@ from rasterio.transform import array_bounds
 from tqdm import tqdm
 
 from rts_ssl.data.catalog import SceneJob, scene_jobs
-from rts_ssl.data.labels import RasterMask, rasterize_polygons
+from rts_ssl.data.grid_masks import GridMask
+from rts_ssl.data.labels import rasterize_polygons
 from rts_ssl.data.normalization import compute_band_stats
 from rts_ssl.data.scenes import Scene, scene_options
 from rts_ssl.data.tiles import (
@@ -145,8 +146,8 @@ def prepare_scene(job: SceneJob, output: Path) -> int:
         if padding > float(tiles["max_nodata_fraction"]):
             raise InputError(job.path, f"is {scene.width}x{scene.height} px, smaller than "
                              f"the tile size {size} (set data.tiles.size)")
-        mask = (RasterMask(job.mask, scene, float(data.get("mask_threshold") or 0),
-                           data.get("pixel_size_m")) if job.mask else None)
+        mask = (GridMask(scene, job.mask, threshold=float(data.get("mask_threshold") or 0),
+                         pixel_size_m=data.get("pixel_size_m")) if job.mask else None)
         writer = ShardWriter(output, job.key)
         try:
             dropped = _write_tiles(scene, job, writer, rows, cols, size, tiles, mask)
@@ -160,7 +161,7 @@ def prepare_scene(job: SceneJob, output: Path) -> int:
     return dropped
 
 
-def _read_strip(scene: Scene, raster_mask: RasterMask | None, row: int, size: int):
+def _read_strip(scene: Scene, raster_mask: GridMask | None, row: int, size: int):
     """Pixels, nodata and mask planes of one tile row; a chip smaller than the tile is
     padded with nodata to the tile size."""
     height = min(size, scene.height - row)
@@ -176,7 +177,7 @@ def _read_strip(scene: Scene, raster_mask: RasterMask | None, row: int, size: in
 
 
 def _write_tiles(scene: Scene, job: SceneJob, writer: ShardWriter, rows, cols, size,
-                 tiles: Mapping, raster_mask: RasterMask | None = None) -> int:
+                 tiles: Mapping, raster_mask: GridMask | None = None) -> int:
     dropped = 0
     block = float(tiles["location_block_m"])
     polygons = job.polygons

@@ -66,12 +66,15 @@ class GridRaster:
 
     Reads go straight to the file when its grid is the target's; otherwise through a
     ``WarpedVRT`` onto the target grid (``resampling``: bilinear for continuous layers,
-    nearest for masks). Pixels outside the raster or at its nodata are masked.
+    nearest for masks). Pixels outside the raster or at its nodata are masked; a raster
+    that does not overlap the grid at all is an error unless ``must_overlap`` is false (a
+    layer that covers some scenes only, e.g. an exclusion mask).
     """
 
     def __init__(self, path: str | Path, grid, indexes: Sequence[int] | None = None,
                  resampling: Resampling = Resampling.bilinear,
-                 pixel_size_m: float | None = None, what: str = "raster") -> None:
+                 pixel_size_m: float | None = None, what: str = "raster",
+                 must_overlap: bool = True) -> None:
         self.path = Path(path)
         self._src = open_raster(self.path, what)
         self._vrt = None
@@ -84,7 +87,8 @@ class GridRaster:
             same = (crs == grid.crs and transform == grid.transform
                     and (self._src.width, self._src.height) == (grid.width, grid.height))
             if not same:
-                _require_overlap(self.path, crs, transform, self._src, grid)
+                if must_overlap:
+                    _require_overlap(self.path, crs, transform, self._src, grid)
                 # without a nodata value, an alpha band marks what the raster covers
                 self._vrt = WarpedVRT(self._src, src_crs=crs, src_transform=transform,
                                       crs=grid.crs, transform=grid.transform,

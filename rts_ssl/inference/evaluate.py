@@ -13,44 +13,17 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-from rasterio.features import rasterize
 from rasterio.windows import Window
 from torchmetrics import MetricCollection
 
-from rts_ssl.data.labels import LabelIndex, RasterMask, find_mask, read_polygons
-from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES, Scene
+from rts_ssl.data.grid_masks import GridMask
+from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
+from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
 from rts_ssl.inference.predict import Prediction, bounded_gdal_cache
 from rts_ssl.inference.sliding import predict_probabilities
-
-
-class Reference:
-    """Reference slumps of one scene, read strip by strip: a mask raster or polygons."""
-
-    def __init__(self, source: Path, scene: Scene, labels: LabelIndex | None,
-                 mask_threshold: float = 0, pixel_size_m: float | None = None) -> None:
-        self.source, self.scene = source, scene
-        self.polygons, self.mask = None, None
-        if labels is not None:
-            self.polygons, _ = labels.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
-        else:
-            self.mask = RasterMask(source, scene, mask_threshold, pixel_size_m)
-
-    def strip(self, top: int, height: int) -> np.ndarray:
-        window = Window(0, top, self.scene.width, height)
-        if self.mask is not None:
-            return self.mask.read(window)[0]
-        transform = rasterio.windows.transform(window, self.scene.transform)
-        geoms = list(self.polygons.geometry)
-        if not geoms:
-            return np.zeros((height, self.scene.width), bool)
-        return rasterize(geoms, (height, self.scene.width), transform=transform) > 0
-
-    def close(self) -> None:
-        if self.mask is not None:
-            self.mask.close()
 
 
 def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
@@ -65,7 +38,10 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
     ensemble = prediction.ensemble
     pixel_size_m = prediction.scene_options.get("pixel_size_m")
     with bounded_gdal_cache(), prediction.open_scene(scene_path) as scene:
-        ref = Reference(reference, scene, labels, mask_threshold, pixel_size_m)
+        ref = (GridMask(scene, polygons=labels.for_scene(scene.path.stem, tuple(scene.bounds),
+                                                         scene.crs)[0])
+               if labels is not None else
+               GridMask(scene, reference, threshold=mask_threshold, pixel_size_m=pixel_size_m))
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0
         for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,

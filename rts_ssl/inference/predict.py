@@ -18,13 +18,13 @@ from rasterio.windows import Window
 from torch import nn
 from tqdm import tqdm
 
+from rts_ssl.data.grid_masks import GridMask
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.files import remove_stale_temporaries, temporary_path, write_atomic
-from rts_ssl.inference.exclusion import Exclusion
 from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
 from rts_ssl.inference.sliding import Windowing, predict_probabilities
 from rts_ssl.models.export import load_model
@@ -211,9 +211,15 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
     ensemble = prediction.ensemble
     with bounded_gdal_cache():
         with prediction.open_scene(path) as scene:
-            exclusion = Exclusion(prediction.exclude, scene) if prediction.exclude else None
-            _write_probability(scene, ensemble, prediction.windowing, targets["probability"],
-                               prediction.device, exclusion)
+            exclusion = (GridMask.from_file(prediction.exclude, scene, same_grid=False,
+                                            what="exclusion mask")
+                         if prediction.exclude else None)
+            try:
+                _write_probability(scene, ensemble, prediction.windowing,
+                                   targets["probability"], prediction.device, exclusion)
+            finally:
+                if exclusion is not None:
+                    exclusion.close()
             date = scene.acquisition_date()
         slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
                                            prediction.min_area_m2)
@@ -227,7 +233,7 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
 
 
 def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, target: Path,
-                       device: str, exclusion: Exclusion | None) -> None:
+                       device: str, exclusion: GridMask | None) -> None:
     """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews."""
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
                    dtype="uint8", nodata=NODATA, crs=scene.crs, transform=scene.transform,
