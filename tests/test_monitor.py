@@ -9,10 +9,10 @@ import torch
 from cli import run_command
 
 from fakes import texture_scene, write_geotiff
+from rts_ssl.data.dates import scene_date
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.inference.predict import Ensemble, Prediction
 from rts_ssl.inference.sliding import Windowing
-from rts_ssl.monitoring.dates import scene_date
 from rts_ssl.monitoring.linking import link_tracks
 from rts_ssl.monitoring.monitor import monitor
 from rts_ssl.monitoring.timeseries import decimal_year, max_boundary_advance, theil_sen

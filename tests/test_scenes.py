@@ -4,7 +4,8 @@ import rasterio
 from rasterio.windows import Window
 
 from fakes import ramp_scene, write_geotiff
-from rts_ssl.data.scenes import Scene, date_in, find_scenes
+from rts_ssl.data.dates import date_in
+from rts_ssl.data.scenes import Scene, find_scenes
 from rts_ssl.errors import InputError
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rts_ssl.commands import hydra_main
+from rts_ssl.data.dates import scene_date
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.errors import some_failed
 from rts_ssl.inference.predict import Prediction
-from rts_ssl.monitoring.dates import scene_date
 from rts_ssl.monitoring.monitor import check_dates, monitor
 
 

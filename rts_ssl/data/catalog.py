@@ -20,9 +20,10 @@ import pandas as pd
 import shapely
 from rasterio.warp import transform_bounds
 
+from rts_ssl.data.dates import date_in
 from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
 from rts_ssl.data.rasters import is_local
-from rts_ssl.data.scenes import Scene, date_in, find_scenes, scene_options
+from rts_ssl.data.scenes import Scene, find_scenes, scene_options
 from rts_ssl.errors import InputError
 
 log = logging.getLogger(__name__)

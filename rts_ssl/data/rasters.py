@@ -6,13 +6,14 @@ corner, so polygons, areas and every downstream step work as on a georeferenced 
 
 :class:`GridRaster` reads a raster (auxiliary layers such as DEM derivatives, slump masks)
 window by window on a scene's grid: directly when the grids are identical, else reprojected
-and resampled on the fly (``WarpedVRT``), so no file is ever loaded whole.
+and resampled on the fly (``WarpedVRT``), so no file is ever loaded whole. :class:`Auxiliary`
+pairs each scene with such rasters by a path pattern.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,33 @@ def first_line(err: Exception) -> str:
     if cause is not None and (not text or "previous exception" in text):
         return first_line(cause)
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class Auxiliary:
+    """Other rasters paired with each scene, whose bands are read by name on the scene grid.
+
+    ``path`` is a pattern: ``{stem}`` is the scene's file name without suffix, and a
+    relative path is relative to the scene's folder (``../dem/{stem}.tif`` pairs
+    ``s2/a.tif`` with ``dem/a.tif``), so a model can record it and find the rasters again.
+    """
+
+    def __init__(self, path: str, bands: Sequence[str]) -> None:
+        self.pattern, self.bands = str(path), tuple(bands)
+
+    @classmethod
+    def parse(cls, specs: Sequence[Mapping] | None) -> list[Auxiliary]:
+        """From config entries ``{path: <pattern>, bands: [names]}``."""
+        parsed = []
+        for spec in specs or []:
+            if not isinstance(spec, Mapping) or not spec.get("path") or not spec.get("bands"):
+                raise InputError("auxiliary", f"entry {spec!r} needs a path pattern and band "
+                                 "names, e.g. {path: ../dem/{stem}.tif, bands: [slope]}")
+            parsed.append(cls(spec["path"], spec["bands"]))
+        return parsed
+
+    def path_for(self, scene: Path) -> Path:
+        path = Path(self.pattern.format(stem=scene.stem)).expanduser()
+        return path if path.is_absolute() else scene.parent / path
+
+    def to_dict(self) -> dict:
+        return {"path": self.pattern, "bands": list(self.bands)}

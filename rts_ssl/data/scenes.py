@@ -7,9 +7,7 @@ naming the file, so users never see a traceback from inside GDAL.
 
 from __future__ import annotations
 
-import datetime
 import glob
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from rts_ssl.data.rasters import GridRaster, first_line, georeference, open_raster
+from rts_ssl.data.dates import date_in, days_between, tagged_date
+from rts_ssl.data.rasters import Auxiliary, GridRaster, first_line, georeference, open_raster
 from rts_ssl.data.sensors import band_indexes, canonical_band, get_sensor
 from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource, open_dem
 from rts_ssl.errors import InputError
@@ -34,7 +33,6 @@ CHIP_SUFFIXES = (".jpg", ".jpeg", ".png")  # taken from a directory that holds n
 # removes it from a scene whose darkest 1 % of pixels sits above DETECT_DN in every band:
 # water and shadow stay below ~300 DN without the offset.
 DETECT, BASELINE_OFFSET, DETECT_DN = "detect", -1000.0, 600.0
-DATE_IN_TEXT = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
 
 def find_scenes(spec: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -110,36 +108,6 @@ def select_bands(
             path, f"band {', '.join(missing)} not found (file bands: {', '.join(names)}){hint}"
         )
     return BandSelection(names, source, tuple(i + 1 for i in found))
-
-
-class Auxiliary:
-    """Other rasters paired with each scene, whose bands are read by name on the scene grid.
-
-    ``path`` is a pattern: ``{stem}`` is the scene's file name without suffix, and a
-    relative path is relative to the scene's folder (``../dem/{stem}.tif`` pairs
-    ``s2/a.tif`` with ``dem/a.tif``), so a model can record it and find the rasters again.
-    """
-
-    def __init__(self, path: str, bands: Sequence[str]) -> None:
-        self.pattern, self.bands = str(path), tuple(bands)
-
-    @classmethod
-    def parse(cls, specs: Sequence[Mapping] | None) -> list[Auxiliary]:
-        """From config entries ``{path: <pattern>, bands: [names]}``."""
-        parsed = []
-        for spec in specs or []:
-            if not isinstance(spec, Mapping) or not spec.get("path") or not spec.get("bands"):
-                raise InputError("auxiliary", f"entry {spec!r} needs a path pattern and band "
-                                 "names, e.g. {path: ../dem/{stem}.tif, bands: [slope]}")
-            parsed.append(cls(spec["path"], spec["bands"]))
-        return parsed
-
-    def path_for(self, scene: Path) -> Path:
-        path = Path(self.pattern.format(stem=scene.stem)).expanduser()
-        return path if path.is_absolute() else scene.parent / path
-
-    def to_dict(self) -> dict:
-        return {"path": self.pattern, "bands": list(self.bands)}
 
 
 class Scene:
@@ -313,26 +281,6 @@ def used_auxiliary(data: Mapping, bands: Sequence[str]) -> list[dict]:
             if set(aux.bands) & set(bands)]
 
 
-def tagged_date(tags: Mapping, name: str) -> str | None:
-    """ISO date from GeoTIFF tags (ACQUISITION_DATE or TIFFTAG_DATETIME), else from ``name``."""
-    for text in (tags.get("ACQUISITION_DATE"), tags.get("TIFFTAG_DATETIME"), name):
-        date = date_in(text)
-        if date:
-            return date
-    return None
-
-
-def date_in(text: str | None) -> str | None:
-    """First plausible YYYY-MM-DD (or YYYYMMDD) date in ``text`` as ISO string."""
-    if not text:
-        return None
-    for match in DATE_IN_TEXT.finditer(text):
-        year, month, day = (int(g) for g in match.groups())
-        if 1950 < year < 2100 and 1 <= month <= 12 and 1 <= day <= 31:
-            return f"{year:04d}-{month:02d}-{day:02d}"
-    return None
-
-
 def dem_for_scene(spec: str | Path | Sequence[str | Path], scene: Scene) -> Path:
     """The DEM covering most of the scene; among equals, the closest in date to it."""
     candidates = find_scenes(spec)
@@ -346,16 +294,8 @@ def dem_for_scene(spec: str | Path | Sequence[str | Path], scene: Scene) -> Path
         s = scene.bounds
         overlap = (max(0.0, min(right, s.right) - max(left, s.left))
                    * max(0.0, min(top, s.top) - max(bottom, s.bottom)))
-        ranked.append((-round(overlap, 6), _days_between(date, date_in(path.name)), path))
+        ranked.append((-round(overlap, 6), days_between(date, date_in(path.name)), path))
     best = min(ranked)
     if best[0] == 0:
         raise InputError(scene.path, f"no DEM in {spec} overlaps this scene")
     return best[2]
-
-
-def _days_between(a: str | None, b: str | None) -> float:
-    if a is None or b is None:
-        return float("inf")
-    return abs((datetime.date.fromisoformat(a) - datetime.date.fromisoformat(b)).days)
-
-

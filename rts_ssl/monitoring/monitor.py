@@ -19,7 +19,7 @@ from rts_ssl.data.terrain import METRES_PER_DEGREE_LON
 from rts_ssl.errors import InputError
 from rts_ssl.files import write_atomic
 from rts_ssl.inference.predict import Prediction, outputs_for, predict_scenes
-from rts_ssl.monitoring.dates import DateRaster
+from rts_ssl.monitoring.date_rasters import DateRaster
 from rts_ssl.monitoring.figures import render_timeseries
 from rts_ssl.monitoring.linking import Track, link_tracks
 from rts_ssl.monitoring.timeseries import observations, summarise

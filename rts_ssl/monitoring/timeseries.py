@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from rts_ssl.monitoring.dates import DateRaster
+from rts_ssl.monitoring.date_rasters import DateRaster
 from rts_ssl.monitoring.linking import Track
 
 DAYS_PER_YEAR = 365.25

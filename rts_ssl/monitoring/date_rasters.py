@@ -1,4 +1,4 @@
-"""The dates of a time series: when each scene was taken and what it let us see.
+"""What each date of a time series let us see (when a scene was taken: ``data/dates.py``).
 
 Each date's prediction is a probability raster on its scene's own grid; polygons in the
 monitoring CRS (the first scene's) are transformed onto it when queried, so scenes of
@@ -7,7 +7,6 @@ different grids and CRSs need no resampling.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,26 +14,7 @@ import rasterio
 import shapely
 from rasterio.features import geometry_mask, geometry_window
 
-from rts_ssl.data.scenes import date_in, tagged_date
-from rts_ssl.errors import InputError
 from rts_ssl.inference.probability import NODATA, stored_probabilities
-
-
-def scene_date(path: Path, pattern: str | None = None) -> str:
-    """ISO date of a scene: from ``pattern`` (a regex with a ``date`` group) on its file
-    name, else its metadata (ACQUISITION_DATE / TIFFTAG_DATETIME), else its file name."""
-    if pattern:
-        match = re.search(pattern, path.name)
-        date = date_in(match.group("date")) if match and "date" in match.groupdict() else None
-        if date is None:
-            raise InputError(path, f"no date matching date_pattern {pattern!r} in the name")
-        return date
-    with rasterio.open(path) as src:
-        date = tagged_date(src.tags(), path.name)
-    if date:
-        return date
-    raise InputError(path, "no date in its metadata or file name; set date_pattern=<regex "
-                     "with a (?P<date>...) group>")
 
 
 class DateRaster:
