@@ -6,12 +6,14 @@ Each rule applies to whichever command's config holds the key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rts_ssl.errors import InputError
 
+log = logging.getLogger(__name__)
 _ABSENT = object()
 
 
@@ -65,6 +67,19 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 # (smaller key, larger key): the first must stay below the second
 BELOW = [("overlap", "window"), ("data.tiles.overlap", "data.tiles.size")]
+
+
+RENAMED = {"bands": "band_names", "mask": "masks"}  # old top-level key -> its one name
+
+
+def apply_renames(cfg: DictConfig) -> None:
+    """Old option names still work: their value moves to the new key, with one warning line."""
+    for old, new in RENAMED.items():
+        if cfg.get(old) is not None and new in cfg:
+            log.warning("%s= is deprecated: the same is %s=", old, new)
+            with open_dict(cfg):
+                cfg[new] = cfg[new] if cfg[new] is not None else cfg[old]
+                cfg[old] = None
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -152,12 +152,12 @@ def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
                               f"output={tmp_path / 'p2'}")
     assert "bands= is deprecated: the same is band_names=" in missing.stderr + missing.stdout
     assert "set data.pixel_size_m" in missing.stderr + missing.stdout
-    for reference, extra in ((tmp_path / "coco.json", []),
-                             (tmp_path / "masks", ["mask_threshold=127"])):
-        done = run_command("evaluate", *common,
-                               "pixel_size_m=3", f"mask={reference}", *extra,
-                               f"output={tmp_path / 'metrics.json'}")
+    for option, reference, extra in (("masks", tmp_path / "coco.json", []),
+                                     ("mask", tmp_path / "masks", ["mask_threshold=127"])):
+        done = run_command("evaluate", *common, "pixel_size_m=3", f"{option}={reference}",
+                           *extra, f"output={tmp_path / 'metrics.json'}")
         assert done.returncode == 0, done.stderr[-2000:]
+        assert ("mask= is deprecated: the same is masks=" in done.stderr) == (option == "mask")
         pooled = json.loads((tmp_path / "metrics.json").read_text())["pooled"]
         assert pooled["recall"] == pytest.approx(1.0)
         assert pooled["precision"] == pytest.approx(1200 / (100 * 120 + 80 * 120), rel=1e-3)

@@ -177,7 +177,7 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
                  square_polygons(tmp_path / "truth.gpkg",
                                  [(ORIGIN[0] + 150, ORIGIN[1] - 480, 180)])):
         done = run_command("evaluate", f"checkpoint={model}",
-             f"input={tmp_path / 'scenes'}", f"mask={mask}", "window=128", "overlap=32",
+             f"input={tmp_path / 'scenes'}", f"masks={mask}", "window=128", "overlap=32",
              f"output={tmp_path / 'metrics.json'}")
         assert done.returncode == 0, done.stderr[-2000:]
         result = json.loads((tmp_path / "metrics.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from rts_ssl.config_checks import check_config
+from rts_ssl.config_checks import apply_renames, check_config
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -71,6 +71,7 @@ def execute(command: str, cfg: DictConfig) -> int:
     the exit code that tells a script what happened (0 done, 2 bad input, 3 partly done)."""
     run = importlib.import_module(f"rts_ssl.commands.{command}").run
     try:
+        apply_renames(cfg)
         check_config(cfg)
         run(cfg)
     except InputError as err:

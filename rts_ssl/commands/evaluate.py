@@ -1,4 +1,4 @@
-"""``python -m rts_ssl evaluate checkpoint=<model> input=<scenes> mask=<masks | polygons>``."""
+"""``python -m rts_ssl evaluate checkpoint=<model> input=<scenes> masks=<masks | polygons>``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
-    mask = Path(cfg.mask)
+    mask = Path(cfg.masks)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
     labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
     pooled, per_scene = (pixel_metrics(), ObjectCounts(cfg.iou_threshold)), {}

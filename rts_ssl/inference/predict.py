@@ -121,9 +121,6 @@ class Prediction:
         ensemble = load_ensemble(checkpoint, device)
         windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
         band_names = cfg.get("band_names")
-        if cfg.get("bands"):
-            log.warning("bands= is deprecated: the same is band_names=")
-            band_names = band_names or cfg.bands
         options = {"band_names": list(band_names) if band_names else None, "dem": cfg.dem,
                    "offset": _plain(cfg.get("offset")), "nodata": cfg.get("nodata"),
                    "pixel_size_m": cfg.get("pixel_size_m")}
