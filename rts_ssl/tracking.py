@@ -7,10 +7,13 @@ uploaded later with ``wandb sync <run dir>/wandb/offline-run-*``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
+import hydra
 import pandas as pd
 import wandb
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -21,16 +24,16 @@ def run_name(*parts: object) -> str:
     return "-".join(str(p) for p in parts if p not in (None, ""))
 
 
-def make_logger(cfg: dict, save_dir: Path, name: str, group: str, job_type: str,
+def make_logger(cfg: Mapping, save_dir: Path, name: str, group: str, job_type: str,
                 config: dict) -> WandbLogger | None:
-    """A WandbLogger from the ``logger`` config group (``mode: offline|online|disabled``)."""
+    """The ``logger`` config group's logger (``_target_``), None when ``mode: disabled``."""
     if cfg.get("mode", "offline") == "disabled":
         return None
     save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(name=name, project=cfg["project"], entity=cfg.get("entity"),
-                       group=group, job_type=job_type, save_dir=str(save_dir),
-                       offline=cfg.get("mode", "offline") == "offline", config=config,
-                       tags=list(cfg.get("tags") or []))
+    options = dict(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+    target = hydra.utils.get_class(options.pop("_target_"))  # `config` is W&B's: no instantiate
+    return target(name=name, group=group, job_type=job_type, save_dir=str(save_dir),
+                  config=config, **options)
 
 
 def log_encoder_artifact(logger: WandbLogger | None, directory: Path, name: str,

@@ -7,7 +7,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from rts_ssl.errors import InputError
@@ -15,17 +14,17 @@ from rts_ssl.errors import InputError
 LAST = "last.ckpt"
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, logger, monitor: str, mode: str) -> pl.Trainer:
-    """Trainer from the ``trainer`` config group, checkpointing ``last.ckpt`` + best.
+def build_trainer(cfg: DictConfig, callbacks: DictConfig | None, run_dir: Path,
+                  logger) -> pl.Trainer:
+    """Trainer from the ``trainer`` config group with the ``callbacks`` group's callbacks.
 
     Besides W&B, every run writes its learning curves (the logged metrics per step and
     epoch) to ``<run dir>/metrics.csv``: readable without W&B, and what experiments commit.
     """
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}",
-                                  monitor=monitor, mode=mode, save_top_k=1, save_last=True)
+    made = [hydra.utils.instantiate(c) for c in (callbacks or {}).values() if c is not None]
     curves = CSVLogger(run_dir, name="", version="")
     return hydra.utils.instantiate(cfg, logger=[logger, curves] if logger else [curves],
-                                   callbacks=[checkpoints], default_root_dir=str(run_dir))
+                                   callbacks=made, default_root_dir=str(run_dir))
 
 
 def resume_checkpoint(resume: bool | str | None, runs: Path) -> Path | None:

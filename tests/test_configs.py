@@ -116,3 +116,19 @@ def test_config_checks_name_the_key_and_the_range():
                                  "smaller than data.tiles.size")]:
             with pytest.raises(InputError, match=re.escape(words)):
                 check_config(compose("finetune", overrides=[override]))
+
+
+def test_callbacks_and_logger_are_config_groups_with_targets():
+    from hydra.utils import get_class
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for command, metric, mode in (("pretrain", "val/loss", "min"),
+                                      ("finetune", "val/f1", "max")):
+            cfg = compose(command, overrides=[
+                "+callbacks.stop={_target_: pytorch_lightning.callbacks.EarlyStopping, "
+                "monitor: val/loss}"])
+            checkpoint = cfg.callbacks.model_checkpoint
+            assert (checkpoint.monitor, checkpoint.mode) == (metric, mode)
+            assert get_class(checkpoint._target_).__name__ == "ModelCheckpoint"
+            assert get_class(cfg.callbacks.stop._target_).__name__ == "EarlyStopping"
+            assert get_class(cfg.logger._target_).__name__ == "WandbLogger"

@@ -55,7 +55,8 @@ def loop_rate(task: SSLTask, data: dict, workdir: Path, batch: int, steps: int,
                                 samples_per_epoch=batch * (steps + warmup),
                                 split={"val_fraction": 0.0, "test_fraction": 0.0})
     timer = StepTimer(warmup)
-    logger = tracking.make_logger({"mode": "offline", "project": "rts_ssl-bench"}, workdir,
+    logger = tracking.make_logger({"_target_": "pytorch_lightning.loggers.WandbLogger",
+                                   "mode": "offline", "project": "rts_ssl-bench"}, workdir,
                                   "bench-pretrain", "bench", "bench", {})
     trainer = pl.Trainer(max_epochs=1, logger=logger, callbacks=[timer], accelerator="auto",
                          devices=1, enable_checkpointing=False, limit_val_batches=0,

@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> None:
                                   job_type="finetune",
                                   config={**OmegaConf.to_container(cfg, resolve=True), **fields})
     try:
-        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/f1", mode="max")
+        trainer = build_trainer(cfg.trainer, cfg.callbacks, run_dir, logger)
         trainer.fit(task, datamodule=datamodule)
         callback = trainer.checkpoint_callback
         # a fitted rule takes no optimiser steps, so no best checkpoint: its last epoch

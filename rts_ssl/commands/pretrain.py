@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> None:
                                   config=OmegaConf.to_container(cfg, resolve=True))
     summary = None
     try:
-        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/loss", mode="min")
+        trainer = build_trainer(cfg.trainer, cfg.callbacks, run_dir, logger)
         resume = resume_checkpoint(cfg.resume, Path(cfg.runs_dir))
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
         if trainer.is_global_zero:
