@@ -50,8 +50,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.max_epochs": (_integer(1), "a positive integer"),
     "split.val_fraction": (HELD_OUT, "a fraction in [0, 1)"),
     "split.test_fraction": (HELD_OUT, "a fraction in [0, 1)"),
-    "data.label_fraction": (_optional(FRACTION), "a fraction in (0, 1] or null"),
-    "data.label_count": (_optional(_integer(1)), "a positive number of tiles or null"),
+    "label_fraction": (_optional(FRACTION), "a fraction in (0, 1] or null"),
+    "label_count": (_optional(_integer(1)), "a positive number of tiles or null"),
     "data.tiles.size": (_integer(8), "an integer >= 8 (px)"),
     "data.tiles.overlap": (_integer(0), "an integer >= 0 (px)"),
     "fractions": (_each(FRACTION), "a list of fractions in (0, 1]"),
@@ -69,17 +69,21 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 BELOW = [("overlap", "window"), ("data.tiles.overlap", "data.tiles.size")]
 
 
-RENAMED = {"bands": "band_names", "mask": "masks"}  # old top-level key -> its one name
+RENAMED = {"bands": "band_names", "mask": "masks",  # old key -> its one name
+           "data.label_fraction": "label_fraction", "data.label_count": "label_count"}
 
 
 def apply_renames(cfg: DictConfig) -> None:
-    """Old option names still work: their value moves to the new key, with one warning line."""
+    """Old option names still work, with one warning line: their value is taken where the new
+    key is not set."""
     for old, new in RENAMED.items():
-        if cfg.get(old) is not None and new in cfg:
+        value = OmegaConf.select(cfg, old)
+        if value is not None and new in cfg:
             log.warning("%s= is deprecated: the same is %s=", old, new)
             with open_dict(cfg):
-                cfg[new] = cfg[new] if cfg[new] is not None else cfg[old]
-                cfg[old] = None
+                if OmegaConf.select(cfg, new) is None:
+                    OmegaConf.update(cfg, new, value)
+                OmegaConf.update(cfg, old, None)
 
 
 def check_config(cfg: DictConfig) -> None:

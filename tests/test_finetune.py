@@ -106,7 +106,7 @@ def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, 
     export_encoder(tmp_path / "enc", encoder, RESNET,
                    {"bands": ["blue", "green", "red", "nir"], "ssl": "simclr", "data": "fake"})
     run, result = finetune(fake_data, tmp_path / "logs", f"pretrained={tmp_path / 'enc'}",
-                           "mode=frozen", "data.label_count=1")
+                           "mode=frozen", "label_count=1")
     info = read_info(run / "model", "model")
     assert info["pretrained"] == "simclr-resnet18-fake" and info["label_count"] == 1
     assert 0.05 <= info["threshold"] <= 0.95 and info["threshold"] == result["threshold"]
@@ -139,8 +139,14 @@ def test_cli_refuses_an_encoder_of_bands_the_data_lacks(fake_data, tmp_path):
 
 
 def test_cli_random_init_label_fraction(fake_data, tmp_path):
-    _, result = finetune(fake_data, tmp_path / "logs", "data.label_fraction=0.5",
-                         "encoder=vit_tiny")
+    from test_pretrain import write_data_config
+
+    done = run_command("finetune", *finetune_args(write_data_config(fake_data), tmp_path / "logs",
+                                                  "+data.label_fraction=0.5",  # an old config
+                                                  "encoder=vit_tiny"))
+    assert "data.label_fraction= is deprecated: the same is label_fraction=" in done.stderr
+    result = json.loads((sorted((tmp_path / "logs" / "finetune").glob("*"))[-1]
+                         / "result.json").read_text())
     assert result["pretrained"] == "random-vit_tiny" and result["label_fraction"] == 0.5
     assert yaml.safe_load(json.dumps(result))["seed"] == 0
 
@@ -152,8 +158,9 @@ def test_cli_without_test_set_exports_the_model_with_validation_metrics(fake_dat
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("data.label_fraction=0", "data.label_fraction: 0 is not a fraction in (0, 1] or null"),
-    ("data.label_count=100000", "data.label_count: label_count 100000 exceeds the"),
+    ("label_fraction=0", "label_fraction: 0 is not a fraction in (0, 1] or null"),
+    ("+data.label_fraction=0", "label_fraction: 0 is not a fraction in (0, 1] or null"),
+    ("label_count=100000", "label_count: label_count 100000 exceeds the"),
     ("split.val_fraction=0", "split: no validation tiles"),
 ])
 def test_cli_label_subsets_and_splits_that_cannot_be_drawn(fake_data, tmp_path, override,

@@ -132,7 +132,7 @@ def write_data_config(root):
         "pattern": r"(?P<region>[^/]+)/(?P<location>[^/]+)_(?P<date>\d{4}-\d{2}-\d{2})\.tif$",
         "tiles": {"size": 64, "overlap": 32, "max_nodata_fraction": 0.5,
                   "location_block_m": 100},
-        "prepared": str(root / "prepared"), "label_fraction": 1.0, "label_count": None}))
+        "prepared": str(root / "prepared")}))
     return root / "conf"
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rts_ssl import tracking
 from rts_ssl.commands import hydra_main
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, plot_curves
+from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, fold_key, plot_curves
 from rts_ssl.files import write_atomic
 from rts_ssl.models.export import read_info
 from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
@@ -105,7 +105,7 @@ def _grid_cells(results, cfg: DictConfig, lines: list[str]):
             & results["label_fraction"].astype(float).isin([float(f) for f in cfg.fractions])
             & results["seed"].isin(list(cfg.seeds)))
     if cfg.folds:
-        keep &= results[FOLD].isin([",".join(fold) for fold in cfg.folds])
+        keep &= results[FOLD].isin([fold_key(fold) for fold in cfg.folds])
     return results[keep]
 
 
@@ -117,9 +117,9 @@ def _run_cells(cfg: DictConfig, name: str, ref: str, overrides: list[str],
     fold_dir = "test-" + "+".join(fold) if fold else "default"
     command = [sys.executable, "-m", "rts_ssl", "finetune", "--multirun", *_passthrough(),
                f"pretrained={ref}", f"pretrained_name={name}", "skip_done=true",
-               f"data.label_fraction={fractions}", f"seed={seeds}",
+               f"label_fraction={fractions}", f"seed={seeds}",
                f"hydra.sweep.dir={output / 'cells' / name / fold_dir}",
-               "hydra.sweep.subdir=f${data.label_fraction}_s${seed}", "hydra.sweeper.params=null",
+               "hydra.sweep.subdir=f${label_fraction}_s${seed}", "hydra.sweeper.params=null",
                *cfg.finetune, *overrides, *fold_args]
     log.info("curve cells for %s, fold %s: %d fractions x %d seeds", name, fold_dir,
              len(cfg.fractions), len(cfg.seeds))

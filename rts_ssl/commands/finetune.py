@@ -1,4 +1,4 @@
-"""``python -m rts_ssl finetune pretrained=<encoder|run|wandb:ref|none> data.label_fraction=F``."""
+"""``python -m rts_ssl finetune pretrained=<encoder|run|wandb:ref|none> label_fraction=F``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
+from rts_ssl.evaluation.curves import FOLD, fold_key
 from rts_ssl.files import write_atomic
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model, read_info
@@ -58,13 +59,13 @@ def run(cfg: DictConfig) -> None:
     semi, unlabelled = _semi_supervision(cfg, encoder)
     if semi and not cfg.pretrained_name:
         checkpoint += f"+{semi['name']}"
-    count = data.get("label_count")
-    fraction = None if count else data.get("label_fraction")
+    count = cfg.label_count
+    fraction = None if count else (cfg.label_fraction or 1.0)
     fields = {"pretrained": checkpoint, "ssl": info["ssl"] if info else "none",
               "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
               "seed": cfg.seed, "mode": cfg.mode, "semi": semi["name"] if semi else "none",
               "unlabelled": unlabelled["name"] if unlabelled else None,
-              "test_regions": ",".join(cfg.split.test_regions or [])}
+              FOLD: fold_key(cfg.split.test_regions)}
     datamodule = TileDataModule(
         data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         crop_size=encoder["input_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,

@@ -109,7 +109,7 @@ class TileDataModule(pl.LightningDataModule):
                                                self.labels.get("seed", 0))
             except ValueError as err:
                 key = "label_count" if self.labels.get("count") else "label_fraction"
-                raise InputError(f"data.{key}", str(err)) from None
+                raise InputError(key, str(err)) from None
         for name, indices in chosen.items():
             train = name == "train"
             size = self.crop_size if train else self.eval_crop_size
