@@ -116,7 +116,7 @@ def _run_cells(cfg: DictConfig, name: str, ref: str, overrides: list[str],
     fold_args = [f"split.test_regions=[{','.join(fold)}]"] if fold else []
     fold_dir = "test-" + "+".join(fold) if fold else "default"
     command = [sys.executable, "-m", "rts_ssl", "finetune", "--multirun", *_passthrough(),
-               f"pretrained={ref}", f"pretrained_name={name}", "skip_done=true",
+               f"pretrained={ref}", f"pretrained_name={name}",
                f"label_fraction={fractions}", f"seed={seeds}",
                f"hydra.sweep.dir={output / 'cells' / name / fold_dir}",
                "hydra.sweep.subdir=f${label_fraction}_s${seed}", "hydra.sweeper.params=null",

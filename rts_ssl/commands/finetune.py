@@ -36,8 +36,8 @@ RESULT = "result.json"
 def run(cfg: DictConfig) -> None:
     started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.skip_done and (run_dir / RESULT).is_file():
-        log.info("already done: %s", run_dir / RESULT)
+    if not cfg.overwrite and (run_dir / RESULT).is_file():
+        log.info("already done: %s (overwrite=true runs it again)", run_dir / RESULT)
         return
     pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
