@@ -69,7 +69,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 BELOW = [("overlap", "window"), ("data.tiles.overlap", "data.tiles.size")]
 
 
-RENAMED = {"bands": "band_names", "mask": "masks",  # old key -> its one name
+RENAMED = {"bands": "band_names", "mask": "masks", "checkpoint": "model",  # old -> new
            "data.label_fraction": "label_fraction", "data.label_count": "label_count"}
 
 

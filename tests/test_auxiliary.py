@@ -181,7 +181,7 @@ def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path
     scene_with_dem(tmp_path, "a")
     scene_with_dem(tmp_path, "b")
     (tmp_path / "dem" / "b.tif").unlink()
-    done = run_command("predict", f"checkpoint={model}",
+    done = run_command("predict", f"model={model}",
                            f"input={tmp_path / 's2'}", f"output={tmp_path / 'pred'}",
                            "band_names=[B2,B3,B4,B8]", "window=64", "overlap=16")
     assert (tmp_path / "pred" / "a_probability.tif").is_file()

@@ -137,7 +137,7 @@ def _export_rgb_model(tmp_path):
 def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
     make_chips(tmp_path)
     model = _export_rgb_model(tmp_path)
-    common = [f"checkpoint={model}", f"input={tmp_path / 'images'}", "band_names=[red,green,blue]",
+    common = [f"model={model}", f"input={tmp_path / 'images'}", "band_names=[red,green,blue]",
               "window=64", "overlap=16"]
     done = run_command("predict", *common,
                            f"output={tmp_path / 'pred'}", "pixel_size_m=3")
@@ -147,10 +147,12 @@ def test_predict_and_evaluate_chips_on_their_local_grid(tmp_path):
         assert (src.read(1) == 254).all()
     slumps = gpd.read_file(tmp_path / "pred" / "train_src0_000_slumps.gpkg")
     assert slumps["area_m2"].sum() == pytest.approx(100 * 120 * 9)
-    deprecated = [a.replace("band_names=", "bands=") for a in common]  # the old name works
+    deprecated = [a.replace("band_names=", "bands=").replace("model=", "checkpoint=")
+                  for a in common]  # the old names work
     missing = run_command("predict", *deprecated,
                               f"output={tmp_path / 'p2'}")
     assert "bands= is deprecated: the same is band_names=" in missing.stderr + missing.stdout
+    assert "checkpoint= is deprecated: the same is model=" in missing.stderr
     assert "set data.pixel_size_m" in missing.stderr + missing.stdout
     for option, reference, extra in (("masks", tmp_path / "coco.json", []),
                                      ("mask", tmp_path / "masks", ["mask_threshold=127"])):

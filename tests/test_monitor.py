@@ -146,7 +146,7 @@ def test_a_cloud_band_hides_a_date_instead_of_recording_shrinkage(tmp_path):
 
 
 def _monitor_cli(tmp_path, *args):
-    return run_command("monitor", "checkpoint=unused",
+    return run_command("monitor", "model=unused",
                            f"output={tmp_path / 'out'}", f"paths.log_dir={tmp_path}", *args)
 
 

@@ -39,7 +39,7 @@ def scene_with_border(path, size=300, order=(0, 1, 2, 3)):
 
 
 def predict(model, scene, output, *extra):
-    return run_command("predict", f"checkpoint={model}",
+    return run_command("predict", f"model={model}",
                            f"input={scene}", f"output={output}", "window=128", "overlap=32",
                            *extra)
 
@@ -176,7 +176,7 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
     for mask in (tmp_path / "masks",
                  square_polygons(tmp_path / "truth.gpkg",
                                  [(ORIGIN[0] + 150, ORIGIN[1] - 480, 180)])):
-        done = run_command("evaluate", f"checkpoint={model}",
+        done = run_command("evaluate", f"model={model}",
              f"input={tmp_path / 'scenes'}", f"masks={mask}", "window=128", "overlap=32",
              f"output={tmp_path / 'metrics.json'}")
         assert done.returncode == 0, done.stderr[-2000:]

@@ -181,7 +181,7 @@ def test_optical_and_terrain_bands_run_end_to_end_on_the_synthetic_default(tiny_
     assert info["bands"][-2:] == ["slope", "relative_elevation"]
     assert info["dem_radius_m"] == 100.0
     scene = tiny_synthetic / "scenes" / "banks" / "banks_p1_2023-08-04.tif"
-    _cli("predict", f"checkpoint={model}", f"input={scene}", f"output={tmp_path / 'out'}",
+    _cli("predict", f"model={model}", f"input={scene}", f"output={tmp_path / 'out'}",
          f"dem={tiny_synthetic / 'dem'}")
     with rasterio.open(tmp_path / "out" / f"{scene.stem}_probability.tif") as src:
         assert src.shape == (96, 96) and src.read(1).max() > 0

@@ -87,7 +87,7 @@ def peak_memory_mb(model: Path, scene: Path, output: Path, windowing: Windowing)
     """Peak RSS (MB) of a separate ``python -m rts_ssl predict`` process on ``scene``."""
     done = subprocess.run(
         [sys.executable, "-m", "rts_ssl.benchmarks.peak_memory", "predict",
-         f"checkpoint={model}", f"input={scene}", f"output={output}",
+         f"model={model}", f"input={scene}", f"output={output}",
          f"window={windowing.size}", f"overlap={windowing.overlap}",
          f"batch_size={windowing.batch}", "overwrite=true"],
         capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""``python -m rts_ssl evaluate checkpoint=<model> input=<scenes> masks=<masks | polygons>``."""
+"""``python -m rts_ssl evaluate model=<model> input=<scenes> masks=<masks | polygons>``."""
 
 from __future__ import annotations
 

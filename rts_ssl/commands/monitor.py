@@ -1,4 +1,4 @@
-"""``python -m rts_ssl monitor checkpoint=<model> input=<scenes of one area> output=<dir>``."""
+"""``python -m rts_ssl monitor model=<model> input=<scenes of one area> output=<dir>``."""
 
 from __future__ import annotations
 

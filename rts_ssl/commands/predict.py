@@ -1,4 +1,4 @@
-"""``python -m rts_ssl predict checkpoint=<model dir | [a,b,c]> input=<scenes> output=<dir>``."""
+"""``python -m rts_ssl predict model=<model dir | [a,b,c]> input=<scenes> output=<dir>``."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def load_ensemble(checkpoint, device: str) -> Ensemble:
     """One model directory or a list of them (an ensemble), on ``device``."""
     sources = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint or [])
     if not sources or sources == [None]:
-        raise InputError("checkpoint", "name a fine-tuned model directory (holding model.yaml)")
+        raise InputError("model", "name a fine-tuned model directory (holding model.yaml)")
     ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
     for model in ensemble.models:
         model.to(device)
@@ -111,11 +111,11 @@ class Prediction:
 
     @classmethod
     def from_config(cls, cfg) -> Prediction:
-        """From a predict/evaluate/monitor config (``checkpoint``, ``device``, ``window``,
+        """From a predict/evaluate/monitor config (``model``, ``device``, ``window``,
         ``overlap``, ``batch_size``, ``band_names``, ``dem``, ``auxiliary``, ``offset``,
         ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        checkpoint = cfg.checkpoint
+        checkpoint = cfg.model
         if not isinstance(checkpoint, str | Path | None):
             checkpoint = list(checkpoint)
         ensemble = load_ensemble(checkpoint, device)
