@@ -25,6 +25,10 @@ def write_atomic(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if str(err.filename) != str(tmp):
+            raise
+        raise type(err)(err.errno, err.strerror, str(path)) from None  # name the target
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -40,7 +40,22 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (conf / "unresolvable.yaml").write_text(yaml.safe_dump({  # root needs synthetic.seed
         "defaults": ["synthetic_planet", "_self_"], "name": "unresolvable", "synthetic": None}))
     made["conf"] = root / "conf"
+    made["unwritable"] = _unwritable_folder(root)
     return made
+
+
+def _unwritable_folder(root: Path) -> Path | None:
+    """A folder this process may not write into: read-only for users, /sys for root."""
+    folder = root / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").mkdir()
+        except OSError:
+            return candidate
+        (candidate / "probe").rmdir()
+    return None
 
 
 # (command, arguments with {placeholders} of `files`, exit code, words of the last line)
@@ -76,6 +91,12 @@ CASES = [
                  "window=256"], 2, "overlap: 300 must be smaller than window (256)"),
     ("volume", ["dem_before={missing}", "dem_after={scene}", "polygons={empty_file}",
                 "output={out}"], 2, "missing.tif"),
+    # outputs where this user may not write
+    ("predict", ["model={model}", "input={scene}", "output={unwritable}/maps"], 2,
+     "/maps: "),
+    ("evaluate", ["model={model}", "input={scene}", "masks={scene}",
+                  "output={unwritable}/metrics/m.json"], 2, "/metrics: "),
+    ("quicklook", ["scene={scene}", "output={unwritable}/q.png"], 2, "/q.png: "),
 ]
 
 
@@ -83,6 +104,8 @@ CASES = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, monkeypatch, command,
                                                     arguments, code, words):
+    if "{unwritable}" in " ".join(arguments) and files["unwritable"] is None:
+        pytest.skip("no folder here that this user may not write")
     values = {k: str(v) for k, v in files.items()} | {"out": str(tmp_path / "out")}
     before = set(files["scene"].parent.rglob("*"))
     monkeypatch.setenv("WANDB_MODE", "disabled")

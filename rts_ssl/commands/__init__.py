@@ -4,6 +4,7 @@ a command in-process (``execute(name, compose(name, overrides))``)."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from rts_ssl.config_checks import apply_renames, check_config
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
     "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
@@ -84,6 +86,11 @@ def execute(command: str, cfg: DictConfig) -> int:
     except PartialFailure as err:
         print(f"error: {err}", file=sys.stderr)
         return PARTIAL_FAILURE_EXIT
+    except OSError as err:  # a place this user may not write, a full or read-only disk
+        if err.errno not in FILESYSTEM_ERRORS:
+            raise
+        print(f"error: {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
     return 0
 
 
