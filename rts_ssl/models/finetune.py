@@ -61,7 +61,8 @@ class SegmentationTask(pl.LightningModule):
             with torch.no_grad():
                 image, mask, ignore = self.augment(image, mask, ignore)
         loss = bce_dice_loss(self(image), mask, ignore, self.hparams.dice_weight)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,
+                 batch_size=len(image))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -102,7 +102,8 @@ class SemiSupervisedTask(SegmentationTask):
             loss = loss[valid].mean() if valid.any() else loss.sum() * 0
         weight = self.consistency_weight()
         self._watch(target_logits, logits, valid)
-        self.log_dict({"semi/loss": loss, "semi/weight": weight}, on_step=True, on_epoch=True)
+        self.log_dict({"semi/loss": loss, "semi/weight": weight}, on_step=True, on_epoch=True,
+                      batch_size=len(image))
         return supervised + weight * loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -156,7 +157,7 @@ class SemiSupervisedTask(SegmentationTask):
             agree = ((target >= self.threshold) == (student >= self.threshold)).float()
             self.log_dict({"semi/pseudo_positive": slump / confident.clamp_min(1),
                            "semi/agreement": agree.mean() if len(agree) else 1.0},
-                          on_step=False, on_epoch=True)
+                          on_step=False, on_epoch=True, batch_size=len(target_logits))
 
     def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         if self.teacher is None:
