@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
 from rts_ssl.commands import hydra_main
+from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import FOLD, aggregate, collect_results, fold_key, plot_curves
+from rts_ssl.evaluation.curves import aggregate, collect_results, plot_curves
 from rts_ssl.files import write_atomic
 from rts_ssl.models.export import read_info
 from rts_ssl.models.pretrained import NONE, TORCHGEO, resolve_pretrained
@@ -113,7 +114,7 @@ def _run_cells(cfg: DictConfig, name: str, ref: str, overrides: list[str],
                fold: list[str] | None, output: Path) -> None:
     fractions = ",".join(str(f) for f in cfg.fractions)
     seeds = ",".join(str(s) for s in cfg.seeds)
-    fold_args = [f"split.test_regions=[{','.join(fold)}]"] if fold else []
+    fold_args = [f"split.test_regions=[{fold_key(fold)}]"] if fold else []
     fold_dir = "test-" + "+".join(fold) if fold else "default"
     command = [sys.executable, "-m", "rts_ssl", "finetune", "--multirun", *_passthrough(),
                f"pretrained={ref}", f"pretrained_name={name}",

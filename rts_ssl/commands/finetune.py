@@ -16,9 +16,9 @@ from rts_ssl import tracking
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
+from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import FOLD, fold_key
 from rts_ssl.files import write_atomic
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model, read_info

@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from rts_ssl.data.labels import rasterize_polygons, read_polygons
 from rts_ssl.data.rasters import GridRaster
+from rts_ssl.data.scenes import GEOTIFF_SUFFIXES
 from rts_ssl.errors import InputError
 
 
@@ -51,7 +52,7 @@ class GridMask:
     def from_file(cls, path: str | Path, scene, **options) -> GridMask:
         """A GeoTIFF mask or a vector file of polygons, told apart by the suffix."""
         path = Path(path)
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if path.suffix.lower() in GEOTIFF_SUFFIXES:
             return cls(scene, raster=path, **options)
         return cls(scene, polygons=read_polygons(path))
 

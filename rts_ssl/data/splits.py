@@ -12,6 +12,12 @@ import numpy as np
 import pandas as pd
 
 SPLIT_GROUPS = ("place", "location_id", "region")
+FOLD = "test_regions"  # a fold: the held-out regions; cells of a seed over folds are averaged
+
+
+def fold_key(regions: Sequence[str] | None) -> str:
+    """A fold's held-out regions as one value of the results' ``test_regions`` column."""
+    return ",".join(regions or [])
 
 
 def grouped_split(

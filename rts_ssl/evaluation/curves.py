@@ -17,14 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rts_ssl.data.splits import FOLD  # noqa: E402
+
 METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/object_f1",
            "test/object_fp_per_100km2", "seconds")  # seconds: what one cell costs
-FOLD = "test_regions"  # cells of one seed on several held-out regions are averaged first
-
-
-def fold_key(regions) -> str:
-    """A fold's held-out regions as one value of the results' ``test_regions`` column."""
-    return ",".join(regions or [])
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,15 +209,11 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
     ensemble = prediction.ensemble
     with bounded_gdal_cache():
         with prediction.open_scene(path) as scene:
-            exclusion = (GridMask.from_file(prediction.exclude, scene, same_grid=False,
-                                            what="exclusion mask")
-                         if prediction.exclude else None)
-            try:
+            with (GridMask.from_file(prediction.exclude, scene, same_grid=False,
+                                     what="exclusion mask")
+                  if prediction.exclude else nullcontext()) as exclusion:
                 _write_probability(scene, ensemble, prediction.windowing,
                                    targets["probability"], prediction.device, exclusion)
-            finally:
-                if exclusion is not None:
-                    exclusion.close()
             date = scene.acquisition_date()
         slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
                                            prediction.min_area_m2)
