@@ -73,16 +73,12 @@ def run(cfg: DictConfig) -> None:
         slump_crops=cfg.slump_crops,
         eval_crop_size=encoder["input_size"] if encoder.get("patch_size") else None,
         unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    _check_split(datamodule, cfg)
     options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
-               "pixel_area_m2": datamodule.pixel_area_m2, **OmegaConf.to_container(cfg.head)}
+               **OmegaConf.to_container(cfg.head)}
     if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
         options["encoder_lr_factor"] = 1.0
     if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
-        task = SpectralRuleTask(encoder, datamodule.bands,
-                                datamodule.datasets["train"].stats.to_dict(), **options)
+        task = SpectralRuleTask(encoder, **options)
     elif semi:
         task = SemiSupervisedTask(encoder, semi, **options)
     else:
@@ -116,17 +112,6 @@ def run(cfg: DictConfig) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
-
-
-def _check_split(datamodule: TileDataModule, cfg: DictConfig) -> None:
-    """Refuse before training a split without validation tiles (the threshold and the
-    model are chosen on them); warn that a split without test tiles gives no test metrics."""
-    if not len(datamodule.datasets["val"]):
-        raise InputError("split", "no validation tiles (the decision threshold is chosen on "
-                         "them): raise split.val_fraction or use another split.group")
-    if not len(datamodule.datasets["test"]):
-        log.warning("no test tiles (split.test_regions=%s): the model is exported with its "
-                    "validation metrics only", list(cfg.split.test_regions or []))
 
 
 def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict | None]:

@@ -100,6 +100,8 @@ class TileDataModule(pl.LightningDataModule):
         chosen = {name: split.index[split == name] for name in ("train", "val", "test")}
         if chosen["train"].empty:
             raise InputError(self.root, f"the train split is empty (split: {self.split_args})")
+        if self.labels is not None:
+            _check_evaluation_splits(chosen, self.split_args)
         stats = self._training_stats(chosen["train"])
         if self.labels is not None:
             try:
@@ -183,3 +185,14 @@ class TileDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def _check_evaluation_splits(chosen: dict[str, pd.Index], split: dict) -> None:
+    """Refuse a fine-tuning split without validation tiles (the decision threshold and the
+    model are chosen on them); warn that one without test tiles gives no test metrics."""
+    if chosen["val"].empty:
+        raise InputError("split", "no validation tiles (the decision threshold is chosen on "
+                         "them): raise split.val_fraction or use another split.group")
+    if chosen["test"].empty:
+        log.warning("no test tiles (split.test_regions=%s): the model is exported with its "
+                    "validation metrics only", list(split.get("test_regions") or []))

@@ -31,7 +31,7 @@ class SegmentationTask(pl.LightningModule):
     def __init__(self, encoder: dict, mode: str = "full", lr: float = 1e-3,
                  encoder_lr_factor: float = 0.1, weight_decay: float = 1e-4,
                  warmup_epochs: float = 1, dice_weight: float = 1.0,
-                 iou_threshold: float = 0.3, pixel_area_m2: float = 9.0,
+                 iou_threshold: float = 0.3,
                  augment: dict | None = None,
                  decoder_channels: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -47,6 +47,12 @@ class SegmentationTask(pl.LightningModule):
                                                     ignore_index=IGNORE)
         self.test_pixels = pixel_metrics()
         self.test_objects = ObjectCounts(iou_threshold)
+        self.pixel_area_m2 = 9.0  # object metrics per km2; the datamodule's, once attached
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            self.pixel_area_m2 = datamodule.pixel_area_m2
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.hparams.mode != "full":
@@ -90,7 +96,7 @@ class SegmentationTask(pl.LightningModule):
         self.test_pixels.update(predicted, with_ignore(batch["mask"], batch["ignore"]))
         for pred, ref, ignore in zip(predicted.cpu().numpy(), batch["mask"].cpu().numpy(),
                                      batch["ignore"].cpu().numpy(), strict=True):
-            self.test_objects.add_masks(pred, ref & ~ignore, ~ignore, self.hparams.pixel_area_m2)
+            self.test_objects.add_masks(pred, ref & ~ignore, ~ignore, self.pixel_area_m2)
 
     def on_test_epoch_end(self) -> None:
         results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
@@ -123,13 +129,27 @@ class SpectralRuleTask(SegmentationTask):
     """Fits the rule's two thresholds on the training pixels; validation and test as for
     every model (the same threshold choice, pixel and object metrics)."""
 
-    def __init__(self, encoder: dict, bands: Sequence[str], stats: dict, **kwargs) -> None:
+    def __init__(self, encoder: dict, bands: Sequence[str] | None = None,
+                 stats: dict | None = None, **kwargs) -> None:
+        """``bands`` and their training ``stats`` place the rule's indices; without them,
+        those of the datamodule's train split when the trainer sets up."""
         super().__init__(encoder, **kwargs)
         self.automatic_optimization = False
-        brightness = self.net.configure(bands, BandStats.from_dict(stats))
         self.edges_index = torch.linspace(-1, 1, BINS + 1)
-        self.edges_brightness = torch.linspace(*brightness, BINS + 1)
+        self.edges_brightness = None
         self.counts = torch.zeros(2, BINS, BINS, dtype=torch.float64)  # negatives, slumps
+        if bands is not None:
+            self.configure(bands, BandStats.from_dict(stats))
+
+    def configure(self, bands: Sequence[str], stats: BandStats) -> None:
+        brightness = self.net.configure(bands, stats)
+        self.edges_brightness = torch.linspace(*brightness, BINS + 1)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if self.edges_brightness is None and datamodule is not None:
+            self.configure(datamodule.bands, datamodule.datasets["train"].stats)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         index, brightness = self.net.features(batch["image"])
