@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
-from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics
+from rts_ssl.errors import InputError
+from rts_ssl.evaluation.metrics import ObjectCounts
 from rts_ssl.files import write_atomic
-from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes
+from rts_ssl.inference.engines import map_scenes
+from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes, pool
 from rts_ssl.inference.predict import Prediction
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,16 @@ def run(cfg: DictConfig) -> None:
     mask = Path(cfg.masks)
     pairs = pair_scenes(find_scenes(cfg.input), mask)
     labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
-    pooled, per_scene = (pixel_metrics(), ObjectCounts(cfg.iou_threshold)), {}
-    for scene, reference in tqdm(pairs, desc="evaluate scenes", unit="scene"):
-        pixels, objects = evaluate_scene(scene, reference, prediction, labels,
-                                         cfg.iou_threshold, pooled, cfg.mask_threshold)
-        per_scene[scene.name] = _summary(pixels, objects)
+    pooled, per_scene = None, {}
+    work = partial(evaluate_scene, labels=labels, iou_threshold=cfg.iou_threshold,
+                   mask_threshold=cfg.mask_threshold)
+    for (scene, _), metrics in map_scenes(work, pairs, prediction, cfg.engine, cfg.ray,
+                                          desc="evaluate scenes"):
+        if isinstance(metrics, InputError):
+            raise metrics
+        pooled = pool(pooled, metrics)
+        per_scene[scene.name] = _summary(*metrics)
+    per_scene = {scene.name: per_scene[scene.name] for scene, _ in pairs}  # input order
     result = {"pooled": _summary(*pooled), "scenes": per_scene,
               "threshold": prediction.ensemble.threshold, "iou_threshold": cfg.iou_threshold}
     output = Path(cfg.output)

@@ -18,7 +18,8 @@ def run(cfg: DictConfig) -> None:
     scenes = [(scene_date(path, cfg.date_pattern), path) for path in find_scenes(cfg.input)]
     check_dates(scenes)
     result = monitor(scenes, Prediction.from_config(cfg), Path(cfg.output), cfg.overwrite,
-                     cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band)
+                     cfg.min_overlap, cfg.max_nodata_fraction, cfg.cloud_band, cfg.engine,
+                     cfg.ray)
     if result.failed:  # the other dates are monitored
         raise some_failed(result.failed, len(scenes))
 

@@ -19,7 +19,7 @@ LISTED = 20  # up to this many scenes, every output file is printed
 def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
     summary = predict_scenes(find_scenes(cfg.input), prediction, Path(cfg.output),
-                             cfg.overwrite)
+                             cfg.overwrite, cfg.engine, cfg.ray)
     log.info("%d scenes mapped (%d now, %d already done), %d failed: %d slumps, %.0f m^2 -> %s",
              summary.done + summary.skipped, summary.done, summary.skipped,
              len(summary.failed), summary.slumps, summary.area_m2, cfg.output)

@@ -7,6 +7,7 @@ one to one at the end (the object metrics of fine-tuning).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -26,13 +27,13 @@ from rts_ssl.inference.predict import Prediction, bounded_gdal_cache
 from rts_ssl.inference.sliding import predict_probabilities
 
 
-def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
+def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                    labels: LabelIndex | None = None, iou_threshold: float = 0.3,
-                   pooled: tuple[MetricCollection, ObjectCounts] | None = None,
-                   mask_threshold: float = 0):
-    """Pixel metrics and ObjectCounts of one scene; the ``pooled`` ones are updated too.
+                   mask_threshold: float = 0) -> tuple[MetricCollection, ObjectCounts]:
+    """Pixel metrics and ObjectCounts of one (scene, reference) pair (:func:`pair_scenes`).
 
     Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
+    scene_path, reference = pair
     pixels, objects = pixel_metrics(), ObjectCounts(iou_threshold)
     predicted, expected = StripPolygons(), StripPolygons()
     ensemble = prediction.ensemble
@@ -51,8 +52,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
             truth = ref.strip(top, len(prob))
             args = (torch.from_numpy(pred & valid).long(),
                     with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
-            for metrics in (pixels, pooled[0]) if pooled is not None else (pixels,):
-                metrics.update(*args)
+            pixels.update(*args)
             transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
                                                    scene.transform)
             predicted.add(pred & valid, transform)
@@ -60,8 +60,7 @@ def evaluate_scene(scene_path: Path, reference: Path, prediction: Prediction,
             area += valid.sum() * pixel_km2
         ref.close()
     predicted, expected = predicted.polygons(), expected.polygons()
-    for counts in (objects, pooled[1]) if pooled is not None else (objects,):
-        counts.update(predicted, expected, area)
+    objects.update(predicted, expected, area)
     return pixels, objects
 
 
@@ -86,3 +85,14 @@ def load_labels(mask: Path, pixel_size_m: float | None = None) -> LabelIndex | N
         return LabelIndex(read_polygons(mask, pixel_size_m=pixel_size_m))
     return None
 
+
+def pool(pooled: tuple[MetricCollection, ObjectCounts] | None,
+         scene: tuple[MetricCollection, ObjectCounts]) -> tuple[MetricCollection, ObjectCounts]:
+    """The pooled metrics with one more scene's states added (scenes may come from other
+    processes: Ray workers); the first scene's metrics are copied to start the pool."""
+    if pooled is None:
+        return copy.deepcopy(scene)
+    for name, metric in pooled[0].items():
+        metric.merge_state(scene[0][name])
+    pooled[1].merge_state(scene[1])
+    return pooled

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,7 +18,6 @@ from omegaconf import OmegaConf
 from rasterio.features import geometry_window, rasterize
 from rasterio.windows import Window
 from torch import nn
-from tqdm import tqdm
 
 from rts_ssl.data.grid_masks import GridMask
 from rts_ssl.data.normalization import BandStats
@@ -26,6 +26,7 @@ from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.files import remove_stale_temporaries, temporary_path, write_atomic
+from rts_ssl.inference.engines import map_scenes
 from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
 from rts_ssl.inference.sliding import Windowing, predict_probabilities
 from rts_ssl.models.export import load_model
@@ -104,6 +105,12 @@ class Prediction:
     exclude: str | Path | None = None
     min_area_m2: float = 0.0
 
+    def on_device(self, device: str) -> Prediction:
+        """The same prediction with its models on ``device`` (a worker's own GPU)."""
+        for model in self.ensemble.models:
+            model.to(device)
+        return replace(self, device=device)
+
     def open_scene(self, path: Path) -> Scene:
         """``path`` with the models' bands, read as the models were trained."""
         options = {"dem_radius_m": self.ensemble.dem_radius_m,
@@ -155,32 +162,37 @@ class PredictionSummary:
 
 
 def predict_scenes(paths: Sequence[Path], prediction: Prediction, output: Path,
-                   overwrite: bool = False) -> PredictionSummary:
-    """Predict each scene (progress bar); finished scenes are skipped unless ``overwrite``
-    (their results still count in the summary), and a scene that fails is reported and
-    skipped without stopping the rest."""
+                   overwrite: bool = False, engine: str = "local",
+                   ray_options: Mapping | None = None) -> PredictionSummary:
+    """Predict each scene on ``engine`` (see :mod:`rts_ssl.inference.engines`); finished
+    scenes are skipped unless ``overwrite`` (their results still count in the summary), and
+    a scene that fails is reported and skipped without stopping the rest."""
     summary = PredictionSummary()
     if output.exists() and not output.is_dir():
         raise InputError(output, "exists and is not a directory (output= names the folder "
                          "for the maps)")
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
-    for path in tqdm(paths, desc="predict scenes", unit="scene"):
+    results, todo = {}, []
+    for path in paths:
         targets = outputs_for(path, output)
         if not overwrite and all(p.exists() for p in targets.values()):
             summary.skipped += 1
-            result = finished_scene(path, targets)
+            results[path] = finished_scene(path, targets)
         else:
-            try:
-                result = predict_scene(path, prediction, output)
-            except InputError as err:
-                log.error("failed %s", err)
-                summary.failed[path.name] = str(err)
-                continue
+            todo.append(path)
+    work = partial(predict_scene, output=output)
+    for path, result in map_scenes(work, todo, prediction, engine, ray_options,
+                                   desc="predict scenes"):
+        if isinstance(result, InputError):
+            log.error("failed %s", result)
+            summary.failed[path.name] = str(result)
+        else:
             summary.done += 1
-        summary.results.append(result)
-        summary.slumps += result.slumps
-        summary.area_m2 += result.area_m2
+            results[path] = result
+    summary.results = [results[path] for path in paths if path in results]  # input order
+    summary.slumps = sum(result.slumps for result in summary.results)
+    summary.area_m2 = sum(result.area_m2 for result in summary.results)
     return summary
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +38,13 @@ class Monitoring:
 
 def monitor(scenes: list[tuple[str, Path]], prediction: Prediction, output: Path,
             overwrite: bool = False, min_overlap: float = 0.1,
-            max_nodata_fraction: float = 0.2, cloud_band: str | None = None) -> Monitoring:
+            max_nodata_fraction: float = 0.2, cloud_band: str | None = None,
+            engine: str = "local", ray_options: Mapping | None = None) -> Monitoring:
     """Predict each ``(date, scene)``, link slumps across dates and write the time series."""
     check_dates(scenes)
     per_date = output / "dates"
     summary = predict_scenes([path for _, path in sorted(scenes)], prediction, per_date,
-                             overwrite)
+                             overwrite, engine, ray_options)
     crs, step = _monitoring_crs(min(scenes)[1])
     rasters, polygons = [], []
     for date, path in sorted(scenes):
