@@ -131,3 +131,15 @@ def test_a_scene_whose_worker_dies_beyond_its_retries_is_reported_and_skipped(tm
     assert done.returncode == 3
     assert "1 of 3 scenes failed" in done.stderr
     assert "Ray worker died (WorkerCrashedError, attempts: 1)" in done.stderr
+
+
+def test_bench_scale_prints_the_two_ratios_last(tmp_path):
+    done = run_command("bench", "target=scale", f"workdir={tmp_path}", "scale.scenes=2",
+                       "scale.size=160", "scale.window=128", "scale.overlap=32")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2].startswith("ray 2 workers / 1 worker: ")
+    assert lines[-1].startswith("ray 1 worker / local: ")
+    ratios = [float(line.rsplit(": ", 1)[1]) for line in lines[-2:]]
+    assert all(0 < ratio < 10 for ratio in ratios)
+    assert len(list((tmp_path / "scale" / "out_ray2").glob("*_probability.tif"))) == 2

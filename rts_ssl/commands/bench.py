@@ -1,4 +1,4 @@
-"""``python -m rts_ssl bench <data|pretrain|predict|semi>``: benchmarks printing figures and
+"""``python -m rts_ssl bench <data|pretrain|predict|semi|scale>``: benchmarks printing figures and
 ratios."""
 
 from pathlib import Path
@@ -19,9 +19,11 @@ def run(cfg: DictConfig) -> None:
         _predict(cfg.prediction, workdir / "predict")
     elif cfg.target == "semi":
         _semi(cfg, workdir / "semi")
+    elif cfg.target == "scale":
+        _scale(cfg.scale, workdir / "scale")
     else:
         raise InputError(f"bench {cfg.target}",
-                         "unknown benchmark (available: data, pretrain, predict, semi)")
+                         "unknown benchmark (available: data, pretrain, predict, semi, scale)")
 
 
 def _data(cfg: DictConfig, workdir: Path) -> None:
@@ -96,6 +98,22 @@ def _semi(cfg: DictConfig, workdir: Path) -> None:
     for method in bench.methods:
         print(f"{method}: {figures[method]:.2f} s/step, {figures[f'{method}_ratio']:.2f} x "
               "supervised")
+
+
+def _scale(cfg: DictConfig, workdir: Path) -> None:
+    from rts_ssl.benchmarks import scale
+
+    figures = scale.run(workdir, scenes=cfg.scenes, size=cfg.size, encoder=cfg.encoder,
+                        window=cfg.window, overlap=cfg.overlap, batch=cfg.batch)
+    print(f"{cfg.scenes} scenes of {cfg.size} x {cfg.size} px; U-Net on {cfg.encoder}, window "
+          f"{cfg.window} px; 1 torch thread per scene")
+    print(f"local engine: {figures['local']:.3f} scenes/s")
+    for workers in (1, 2):
+        print(f"ray {workers} worker{'s' if workers > 1 else ''}: "
+              f"{figures[f'ray{workers}']:.3f} scenes/s (Ray start-up and worker warm-up "
+              f"{figures[f'ray{workers}_startup_s']:.1f} s, not timed)")
+    print(f"ray 2 workers / 1 worker: {figures['two_vs_one']:.2f}")
+    print(f"ray 1 worker / local: {figures['one_vs_local']:.2f}")
 
 
 if __name__ == "__main__":
