@@ -24,11 +24,12 @@ COMMANDS = {
     "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
     "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
     "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
+    "inventory": "every scene's predicted slumps in one GeoParquet + STAC catalogue of the maps",
     "evaluate": "pixel and object metrics of predictions vs reference masks or polygons",
     "monitor": "predict one area on many dates, link slumps, growth rates + time series",
     "volume": "volume change per slump from a DEM pair (co-registered, with uncertainty)",
     "quicklook": "render a scene with its slump polygons to PNG",
-    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain|predict|semi`",
+    "bench": "benchmarks: `bench data` (vs torchgeo), `bench pretrain|predict|semi|scale`",
 }
 
 

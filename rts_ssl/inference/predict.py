@@ -29,13 +29,16 @@ from rts_ssl.files import remove_stale_temporaries, temporary_path, write_atomic
 from rts_ssl.inference.engines import map_scenes
 from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
 from rts_ssl.inference.sliding import Windowing, predict_probabilities
-from rts_ssl.models.export import load_model
+from rts_ssl.models.export import load_model, weights_id
 from rts_ssl.quicklook import render_quicklook
 
 log = logging.getLogger(__name__)
 STRIP = 1024  # rows vectorised at once
 # In bytes: rasterio hands GDAL_CACHEMAX to GDALSetCacheMax (256 would mean 256 bytes).
 GDAL_CACHE_BYTES = 64 * 2**20  # a block row of a 4-band uint16 scene 30,000 px wide
+SENSOR_TAGS = ("SENSOR", "PLATFORM", "SPACECRAFT_NAME", "SATELLITE")  # of scenes
+PROVENANCE_TAGS = {"date": "ACQUISITION_DATE", "sensor": "SENSOR", "model": "RTS_SSL_MODEL",
+                   "threshold": "RTS_SSL_THRESHOLD"}  # of probability rasters
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Ensemble:
     fixed_size: bool  # ViTs only take their training input size
     dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
     auxiliary: list[dict] = field(default_factory=list)  # rasters paired with each scene
+    model_id: str = ""  # content hash of the weights (of each member's, for an ensemble)
 
     def window_size(self, requested: int | None) -> int:
         """The sliding-window size: ViTs need their input size; CNNs default to 256."""
@@ -82,6 +86,7 @@ def load_ensemble(checkpoint, device: str) -> Ensemble:
     if not sources or sources == [None]:
         raise InputError("model", "name a fine-tuned model directory (holding model.yaml)")
     ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
+    ensemble.model_id = "+".join(weights_id(source) for source in sources)
     for model in ensemble.models:
         model.to(device)
     return ensemble
@@ -221,15 +226,19 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
     ensemble = prediction.ensemble
     with bounded_gdal_cache():
         with prediction.open_scene(path) as scene:
+            provenance = {"date": scene.acquisition_date(), "model": ensemble.model_id,
+                          "sensor": next((scene.tags[tag] for tag in SENSOR_TAGS
+                                          if scene.tags.get(tag)), None),
+                          "threshold": ensemble.threshold}
             with (GridMask.from_file(prediction.exclude, scene, same_grid=False,
                                      what="exclusion mask")
                   if prediction.exclude else nullcontext()) as exclusion:
                 _write_probability(scene, ensemble, prediction.windowing,
-                                   targets["probability"], prediction.device, exclusion)
-            date = scene.acquisition_date()
+                                   targets["probability"], prediction.device, exclusion,
+                                   provenance)
         slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
                                            prediction.min_area_m2)
-        slumps["scene"], slumps["date"] = path.name, date
+        slumps = slumps.assign(scene=path.name, **provenance)
         write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
                                                                     layer="slumps"))
         render_quicklook(path, targets["quicklook"], slumps, prediction.scene_options,
@@ -239,14 +248,17 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
 
 
 def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, target: Path,
-                       device: str, exclusion: GridMask | None) -> None:
-    """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews."""
+                       device: str, exclusion: GridMask | None, provenance: dict) -> None:
+    """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews;
+    the ``provenance`` (date, sensor, model, threshold) in its tags (:data:`PROVENANCE_TAGS`)."""
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
                    dtype="uint8", nodata=NODATA, crs=scene.crs, transform=scene.transform,
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     staging = temporary_path(target, ".staging")  # tiled GeoTIFF, copied to a COG
     try:
         with rasterio.open(staging, "w", **profile) as dst:
+            dst.update_tags(**{PROVENANCE_TAGS[key]: str(value)
+                               for key, value in provenance.items() if value is not None})
             for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
                                                    windowing, device):
                 if exclusion is not None:

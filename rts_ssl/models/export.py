@@ -10,6 +10,7 @@ Loading never unpickles: weights come from safetensors only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -70,6 +71,16 @@ def read_weights(directory: str | Path, kind: str = ENCODER) -> dict:
         return load_file(weights)
     except Exception as err:  # safetensors raises several error types
         raise InputError(weights, f"cannot read weights ({err})") from None
+
+
+def weights_id(directory: str | Path, kind: str = MODEL) -> str:
+    """A short content hash of the weights: the same id for the same model wherever it is
+    copied (maps and inventories name the model that drew them by it)."""
+    digest = hashlib.sha256()
+    with open(Path(directory) / f"{kind}.safetensors", "rb") as weights:
+        for block in iter(lambda: weights.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def export_encoder(directory: str | Path, encoder: nn.Module, spec: EncoderSpec,
