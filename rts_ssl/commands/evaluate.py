@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
+from rts_ssl.data.stac import scenes_input
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts
 from rts_ssl.files import write_atomic
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
     mask = Path(cfg.masks)
-    pairs = pair_scenes(find_scenes(cfg.input), mask)
+    scenes = find_scenes(scenes_input(cfg.input, cfg.stac, Path(cfg.output).parent))
+    pairs = pair_scenes(scenes, mask)
     labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
     pooled, per_scene = None, {}
     work = partial(evaluate_scene, labels=labels, iou_threshold=cfg.iou_threshold,

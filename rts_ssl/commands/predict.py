@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
+from rts_ssl.data.stac import scenes_input
 from rts_ssl.errors import InputError, some_failed
 from rts_ssl.inference.predict import Prediction, predict_scenes
 
@@ -18,8 +19,9 @@ LISTED = 20  # up to this many scenes, every output file is printed
 
 def run(cfg: DictConfig) -> None:
     prediction = Prediction.from_config(cfg)
-    summary = predict_scenes(find_scenes(cfg.input), prediction, Path(cfg.output),
-                             cfg.overwrite, cfg.engine, cfg.ray)
+    output = Path(cfg.output)
+    summary = predict_scenes(find_scenes(scenes_input(cfg.input, cfg.stac, output)), prediction,
+                             output, cfg.overwrite, cfg.engine, cfg.ray)
     log.info("%d scenes mapped (%d now, %d already done), %d failed: %d slumps, %.0f m^2 -> %s",
              summary.done + summary.skipped, summary.done, summary.skipped,
              len(summary.failed), summary.slumps, summary.area_m2, cfg.output)

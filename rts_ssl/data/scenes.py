@@ -23,22 +23,23 @@ from rasterio.windows import Window
 
 from rts_ssl.data.dates import date_in, days_between, tagged_date
 from rts_ssl.data.rasters import Auxiliary, GridRaster, first_line, georeference, open_raster
-from rts_ssl.data.sensors import band_indexes, canonical_band, get_sensor
+from rts_ssl.data.sensors import BASELINE_OFFSET, band_indexes, canonical_band, get_sensor
+from rts_ssl.data.stac import is_item_collection, item_scenes
 from rts_ssl.data.terrain import RADIUS_M, TERRAIN_BANDS, TerrainSource, open_dem
 from rts_ssl.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 CHIP_SUFFIXES = (".jpg", ".jpeg", ".png")  # taken from a directory that holds no GeoTIFF
-# Sentinel-2 processing baseline 04.00 (2022) adds 1000 DN to every band. ``offset: detect``
-# removes it from a scene whose darkest 1 % of pixels sits above DETECT_DN in every band:
-# water and shadow stay below ~300 DN without the offset.
-DETECT, BASELINE_OFFSET, DETECT_DN = "detect", -1000.0, 600.0
+# ``offset: detect`` removes the Sentinel-2 BASELINE_OFFSET from a scene whose darkest 1 % of
+# pixels sits above DETECT_DN in every band: water and shadow stay below ~300 DN without it.
+DETECT, DETECT_DN = "detect", 600.0
 
 
 def find_scenes(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """Scenes named by a file, a directory (searched recursively), a glob, or a list.
 
-    A directory gives its GeoTIFFs, or, when it holds none, its JPEG and PNG chip images.
+    A directory gives its GeoTIFFs, or, when it holds none, its JPEG and PNG chip images; a
+    STAC ItemCollection file gives one VRT per item (:mod:`rts_ssl.data.stac`).
     """
     if isinstance(spec, str | Path):
         spec = [spec]
@@ -52,6 +53,8 @@ def find_scenes(spec: str | Path | Sequence[str | Path]) -> list[Path]:
                 if chosen:
                     found += chosen
                     break
+        elif is_item_collection(path):
+            found += item_scenes(path)
         elif path.is_file():
             found.append(path)
         else:

@@ -15,6 +15,9 @@ SENTINEL2_BANDS = (
     "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
 )  # fmt: skip
 
+# Sentinel-2 processing baseline 04.00 (January 2022) adds 1000 DN to every L1C and L2A band.
+BASELINE_OFFSET = -1000.0
+
 # Sentinel-2 name -> the PlanetScope name of the same band (blue, green, red, NIR).
 EQUIVALENT_BANDS = {"B2": "blue", "B3": "green", "B4": "red", "B8": "nir"}
 
