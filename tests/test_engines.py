@@ -80,6 +80,14 @@ def test_unknown_engine_is_one_line(tmp_path):
     assert "engine: unknown engine 'spark': one of local, ray" in done.stderr
 
 
+def test_joining_no_ray_cluster_is_one_line(tmp_path):
+    done = predict(export(tmp_path), three_scenes(tmp_path / "scenes", size=100),
+                   tmp_path / "out", "engine=ray", "ray.address=auto")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ray.address=auto: no Ray cluster there (Could not find")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def _kill_first_task(killed: list, stop: threading.Event) -> None:
     """SIGKILL the first process seen running a scene task (Ray names it after the task)."""
     while not stop.is_set() and not killed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -40,15 +40,11 @@ def map_scenes(work: Callable[[Any, Prediction], Any], items: Sequence[Item],
         raise InputError("engine", f"unknown engine {engine!r}: one of {', '.join(ENGINES)}")
     if not items:
         return
-    with tqdm(total=len(items), desc=desc, unit="scene") as bar:
-        if engine == "local":
-            for item in items:
-                yield item, _attempt(work, item, prediction)
-                bar.update()
-        else:
-            for item, outcome in _ray_map(work, items, prediction, dict(ray_options or {})):
-                yield item, outcome
-                bar.update()
+    options = dict(ray_options or {})
+    with ray_session(options) if engine == "ray" else nullcontext():  # joined before the bar
+        outcomes = (_ray_map(work, items, prediction, options) if engine == "ray" else
+                    ((item, _attempt(work, item, prediction)) for item in items))
+        yield from tqdm(outcomes, total=len(items), desc=desc, unit="scene")
 
 
 def _attempt(work: Callable, item, prediction: Prediction):
@@ -60,25 +56,25 @@ def _attempt(work: Callable, item, prediction: Prediction):
 
 def _ray_map(work: Callable, items: Sequence, prediction: Prediction,
              options: dict) -> Iterator[tuple[Any, Any]]:
+    """Inside :func:`ray_session`: one task per item, outcomes as tasks finish."""
     import ray
 
-    with ray_session(options):
-        task = ray.remote(_ray_task).options(
-            num_cpus=options.get("num_cpus", 1), num_gpus=options.get("num_gpus", 0),
-            max_retries=options.get("max_retries", 2), retry_exceptions=False)
-        shared = ray.put(prediction)  # sent once per worker, not once per scene
-        threads = int(options.get("torch_threads") or 1)
-        pending = {task.remote(work, item, shared, threads): item for item in items}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            item = pending.pop(ready[0])
-            try:
-                yield item, ray.get(ready[0])
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                    ray.exceptions.TaskUnschedulableError) as err:
-                retries = options.get("max_retries", 2)
-                yield item, InputError(_name(item), f"its Ray worker died ({type(err).__name__}, "
-                                       f"attempts: {retries + 1}); skipped")
+    task = ray.remote(_ray_task).options(
+        num_cpus=options.get("num_cpus", 1), num_gpus=options.get("num_gpus", 0),
+        max_retries=options.get("max_retries", 2), retry_exceptions=False)
+    shared = ray.put(prediction)  # into the object store once, not once per scene
+    threads = int(options.get("torch_threads") or 1)
+    pending = {task.remote(work, item, shared, threads): item for item in items}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        item = pending.pop(ready[0])
+        try:
+            yield item, ray.get(ready[0])
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.TaskUnschedulableError) as err:
+            retries = options.get("max_retries", 2)
+            yield item, InputError(_name(item), f"its Ray worker died ({type(err).__name__}, "
+                                   f"attempts: {retries + 1}); skipped")
 
 
 def _ray_task(work: Callable, item, prediction: Prediction, threads: int):
