@@ -130,3 +130,20 @@ def test_search_without_network_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "stac.url=http://127.0.0.1:9: search failed" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_planetscope_multi_band_asset_gives_its_bands_by_common_name(tmp_path):
+    array = texture_scene(4, 96)
+    asset = write_geotiff(tmp_path / "ps_analytic.tif", array, descriptions=None)
+    bands = [{"name": f"b{i + 1}", "common_name": c} for i, c in enumerate(BANDS)]
+    ps = pystac.Item("20230701_psscene", None, None, dt.datetime(2023, 7, 1, tzinfo=dt.UTC),
+                     {"platform": "PS2.SD"})
+    ps.add_asset("ortho_analytic_4b_sr", pystac.Asset(
+        str(asset), media_type=pystac.MediaType.COG, roles=["data", "reflectance"],
+        extra_fields={"eo:bands": bands}))
+    path = tmp_path / "planet.json"
+    path.write_text(json.dumps(pystac.ItemCollection([ps]).to_dict()))
+    (scene_path,) = find_scenes(path)
+    with Scene(scene_path, ["red", "nir"]) as scene:
+        image, _ = scene.read()
+    np.testing.assert_array_equal(image, array[[2, 3]].astype(np.float32))
