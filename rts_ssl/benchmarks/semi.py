@@ -27,7 +27,7 @@ def step_seconds(data: dict, workdir: Path, semi: dict | None, encoder: str, siz
     spec = {**ENCODERS[encoder], "in_chans": len(data["bands"]), "input_size": size}
     datamodule = TileDataModule(
         data, batch_size=batch, crop_size=size, samples_per_epoch=batch * (steps + warmup),
-        split={"test_regions": [], "val_fraction": 0.0, "test_fraction": 0.0},
+        split={"test_regions": [], "val_fraction": 0.25, "test_fraction": 0.0},  # val: unused
         labels={"fraction": 1.0, "seed": 0}, slump_crops=0.5,
         unlabelled=data if semi else None,
         unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
