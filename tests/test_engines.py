@@ -12,10 +12,13 @@ import geopandas as gpd
 import pytest
 import rasterio
 from cli import run_command
+from test_monitor import red_band_model, write_series
 from test_predict import export, scene_with_border
 
 from fakes import texture_scene, write_geotiff
+from rts_ssl.data.dates import scene_date
 from rts_ssl.inference.engines import ray_session
+from rts_ssl.monitoring.monitor import monitor
 
 RAY = ["engine=ray", "ray.local_cpus=2"]
 
@@ -132,6 +135,16 @@ class TestOnRay:
         assert done.returncode == 3
         assert "1 of 3 scenes failed" in done.stderr
         assert "Ray worker died (WorkerCrashedError, attempts: 1)" in done.stderr
+
+
+    def test_ray_monitor_gives_the_local_time_series(self, tmp_path):
+        scenes = [(scene_date(p), p) for p in write_series(tmp_path / "in")]
+        tables = {}
+        for engine in ("local", "ray"):
+            monitor(scenes, red_band_model(), tmp_path / engine, engine=engine)
+            tables[engine] = (tmp_path / engine / "timeseries.csv").read_text()
+        assert tables["ray"] == tables["local"]
+        assert tables["ray"].count("\n") == 5  # header + four dates
 
 
 def test_unknown_engine_is_one_line(tmp_path):
