@@ -10,7 +10,6 @@ batch, not the scene.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +74,7 @@ def predict_probabilities(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, rows)`` of blended slump probability (float32, NaN = nodata).
 
-    Each window row is read as one strip and its windows are sliced from it; the next strip
-    is read in a thread while the model runs on this one (GDAL reads release the GIL).
+    Each window row is read as one strip and its windows are sliced from it.
     """
     size, stride, overlap = windowing.size, windowing.stride, windowing.overlap
     height, width = scene.height, scene.width
@@ -88,32 +86,27 @@ def predict_probabilities(
     weight = np.zeros((size, span), np.float32)
     valid = np.zeros((size, span), bool)
     written = 0
-    with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next strip meanwhile
-        pending = reader.submit(read_padded, scene, rows[0], offset, size, span)
-        for index, row in enumerate(rows):
-            strip, nodata = pending.result()
-            if index + 1 < len(rows):
-                pending = reader.submit(read_padded, scene, rows[index + 1], offset, size,
-                                        span)
-            for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
-                out = _forward(models, stats, images, masks, device) * weights
-                for k, col in enumerate(starts):
-                    c = col - offset
-                    prob[:, c:c + size] += out[k]
-                    weight[:, c:c + size] += weights
-                    valid[:, c:c + size] |= ~nodata[:, c:c + size]
-            final = stride if index < len(rows) - 1 else size
-            top, bottom = max(row, written), min(row + final, height)
-            if bottom > top:
-                block = slice(top - row, bottom - row)
-                cut = slice(-offset, -offset + width)
-                result = prob[block, cut] / np.maximum(weight[block, cut], 1e-12)
-                result[~valid[block, cut]] = np.nan
-                yield top, result
-                written = bottom
-            for buffer in (prob, weight, valid):  # the overlap rows carry over to the next row
-                buffer[:overlap] = buffer[stride:]
-                buffer[overlap:] = 0
+    for index, row in enumerate(rows):
+        strip, nodata = read_padded(scene, row, offset, size, span)
+        for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
+            out = _forward(models, stats, images, masks, device) * weights
+            for k, col in enumerate(starts):
+                c = col - offset
+                prob[:, c:c + size] += out[k]
+                weight[:, c:c + size] += weights
+                valid[:, c:c + size] |= ~nodata[:, c:c + size]
+        final = stride if index < len(rows) - 1 else size
+        top, bottom = max(row, written), min(row + final, height)
+        if bottom > top:
+            block = slice(top - row, bottom - row)
+            cut = slice(-offset, -offset + width)
+            result = prob[block, cut] / np.maximum(weight[block, cut], 1e-12)
+            result[~valid[block, cut]] = np.nan
+            yield top, result
+            written = bottom
+        for buffer in (prob, weight, valid):  # the overlap rows carry over to the next row
+            buffer[:overlap] = buffer[stride:]
+            buffer[overlap:] = 0
 
 
 def _batches(strip: np.ndarray, nodata: np.ndarray, cols: list[int], offset: int,
