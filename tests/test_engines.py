@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -33,6 +34,20 @@ def three_scenes(folder, size=300):
 def predict(model, scenes, output, *extra):
     return run_command("predict", f"model={model}", f"input={scenes}", f"output={output}",
                        "window=128", "overlap=32", *extra)
+
+
+@contextmanager
+def killing_first_task():
+    """While the block runs, a thread SIGKILLs the first scene task it sees; yields the
+    list of killed pids."""
+    killed, stop = [], threading.Event()
+    watcher = threading.Thread(target=_kill_first_task, args=(killed, stop), daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _kill_first_task(killed: list, stop: threading.Event) -> None:
@@ -103,34 +118,22 @@ class TestOnRay:
 
     def test_a_worker_killed_mid_scene_is_retried_and_nothing_is_half_written(self, tmp_path):
         model, scenes = export(tmp_path), three_scenes(tmp_path / "scenes", size=600)
-        killed, stop = [], threading.Event()
-        watcher = threading.Thread(target=_kill_first_task, args=(killed, stop), daemon=True)
-        watcher.start()
-        try:
+        with killing_first_task() as killed:
             done = predict(model, scenes, tmp_path / "out", *RAY)
-        finally:
-            stop.set()
-            watcher.join()
         assert killed, "no scene task was seen running"
         assert done.returncode == 0, done.stderr  # the killed scene ran again in a new worker
         for i in range(3):
             with rasterio.open(tmp_path / "out" / f"scene_{i}_probability.tif") as src:
                 assert src.read(1).shape == (600, 600)
-            assert len(gpd.read_file(tmp_path / "out" / f"scene_{i}_slumps.gpkg")) >= 0
+            assert "area_m2" in gpd.read_file(tmp_path / "out" / f"scene_{i}_slumps.gpkg")
         again = predict(model, scenes, tmp_path / "out", *RAY)
         assert again.returncode == 0 and "(0 now, 3 already done)" in again.stderr
         assert not list((tmp_path / "out").glob(".*.tmp-*"))  # the killed worker's temporaries
 
     def test_a_scene_whose_worker_dies_beyond_its_retries_is_reported_and_skipped(self, tmp_path):
         model, scenes = export(tmp_path), three_scenes(tmp_path / "scenes", size=600)
-        killed, stop = [], threading.Event()
-        watcher = threading.Thread(target=_kill_first_task, args=(killed, stop), daemon=True)
-        watcher.start()
-        try:
+        with killing_first_task() as killed:
             done = predict(model, scenes, tmp_path / "out", *RAY, "ray.max_retries=0")
-        finally:
-            stop.set()
-            watcher.join()
         assert killed
         assert done.returncode == 3
         assert "1 of 3 scenes failed" in done.stderr

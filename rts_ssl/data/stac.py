@@ -56,7 +56,7 @@ def search(spec: Mapping, target: Path) -> Path:
     """Run a STAC API search (pystac-client) and save its ItemCollection at ``target``."""
     from pystac_client import Client
 
-    query = {"max_cloud": spec.get("max_cloud")}
+    max_cloud = spec.get("max_cloud")
     retries = logging.getLogger("urllib3.connectionpool")  # one line per retry otherwise
     level = retries.level
     retries.setLevel(logging.ERROR)
@@ -65,8 +65,8 @@ def search(spec: Mapping, target: Path) -> Path:
             collections=list(spec.get("collections") or []) or None,
             bbox=list(spec["bbox"]) if spec.get("bbox") else None,
             datetime=spec.get("datetime"),
-            query={"eo:cloud_cover": {"lt": query["max_cloud"]}} if query["max_cloud"] is not None
-            else None).item_collection()
+            query={"eo:cloud_cover": {"lt": max_cloud}} if max_cloud is not None else None,
+        ).item_collection()
     except Exception as err:  # network and API errors come in many types
         raise InputError(f"stac.url={spec['url']}", f"search failed ({err})") from None
     finally:

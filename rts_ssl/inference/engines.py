@@ -59,9 +59,10 @@ def _ray_map(work: Callable, items: Sequence, prediction: Prediction,
     """Inside :func:`ray_session`: one task per item, outcomes as tasks finish."""
     import ray
 
+    retries = options.get("max_retries", 2)
     task = ray.remote(_ray_task).options(
         num_cpus=options.get("num_cpus", 1), num_gpus=options.get("num_gpus", 0),
-        max_retries=options.get("max_retries", 2), retry_exceptions=False)
+        max_retries=retries, retry_exceptions=False)
     shared = ray.put(prediction)  # into the object store once, not once per scene
     threads = int(options.get("torch_threads") or 1)
     pending = {task.remote(work, item, shared, threads): item for item in items}
@@ -72,7 +73,6 @@ def _ray_map(work: Callable, items: Sequence, prediction: Prediction,
             yield item, ray.get(ready[0])
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.TaskUnschedulableError) as err:
-            retries = options.get("max_retries", 2)
             yield item, InputError(_name(item), f"its Ray worker died ({type(err).__name__}, "
                                    f"attempts: {retries + 1}); skipped")
 
