@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,28 +15,71 @@ import numpy as np  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from rts_ssl.data.scenes import Scene  # noqa: E402
+from rts_ssl.data.sensors import band_indexes  # noqa: E402
 from rts_ssl.files import write_atomic  # noqa: E402
 
 RGB = ("red", "green", "blue")
+MAX_SIZE = 1024  # px a side of a quicklook's image
 STRIP_PIXELS = 4_000_000  # source pixels per band read at once: bounds memory on any scene
 
 
-def block_means(scene: Scene, factor: int) -> np.ndarray:
-    """Mean of the valid pixels in each ``factor`` x ``factor`` block (NaN where none), read
-    in full-resolution strips: much faster than GDAL's decimated reads of compressed tiles."""
-    height, width = scene.height // factor, scene.width // factor
-    out = np.full((len(scene.bands), max(height, 1), max(width, 1)), np.nan, np.float32)
-    rows = max(1, STRIP_PIXELS // (factor * factor * max(width, 1)))
-    for top in range(0, height, rows):
-        count = min(rows, height - top)
-        window = Window(0, top * factor, width * factor, count * factor)
-        values, nodata = scene.read(window)
-        valid = (~nodata).reshape(count, factor, width, factor).sum(axis=(1, 3))
+class BlockMeans:
+    """Mean of the valid pixels in each ``factor`` x ``factor`` block of a scene (NaN where
+    none), fed with full-resolution rows in any order and chunk size: by its own strip reads
+    (:meth:`read`, much faster than GDAL's decimated reads of compressed tiles), or by the
+    strips ``predict`` reads anyway, so a quicklook costs no second pass over the scene."""
+
+    def __init__(self, bands: int, height: int, width: int, factor: int) -> None:
+        self.factor = factor
+        self.shape = (max(height // factor, 1), max(width // factor, 1))
+        self.total = np.zeros((bands, *self.shape), np.float64)
+        self.count = np.zeros(self.shape, np.int64)
+
+    @classmethod
+    def of_scene(cls, scene: Scene, max_size: int, bands: int = len(RGB)) -> BlockMeans:
+        """Blocks that bring ``scene`` down to at most ``max_size`` px a side."""
+        factor = max(1, math.ceil(max(scene.width, scene.height) / max_size))
+        return cls(bands, scene.height, scene.width, factor)
+
+    def add(self, top: int, values: np.ndarray, nodata: np.ndarray) -> None:
+        """Rows ``top ..`` of the scene (``values`` ``(bands, rows, width)``); rows below the
+        last whole block are cropped, as are columns right of it."""
+        f, (height, width) = self.factor, self.shape
+        rows = np.arange(top, top + values.shape[1])
+        keep = rows < height * f
+        if not keep.any():
+            return
+        values, nodata = values[:, keep, :width * f], nodata[keep, :width * f]
+        valid = (~nodata).reshape(len(nodata), width, f).sum(axis=2)
         total = np.where(nodata, 0, values).astype(np.float32)
-        total = total.reshape(len(values), count, factor, width, factor).sum(axis=(2, 4))
+        total = total.reshape(len(values), len(nodata), width, f).sum(axis=3)
+        block = rows[keep] // f
+        np.add.at(self.count, block, valid)
+        for band, sums in enumerate(total):
+            np.add.at(self.total[band], block, sums)
+
+    def read(self, scene: Scene) -> BlockMeans:
+        """Feed the whole of ``scene`` (its bands in this order) in bounded strips."""
+        rows = max(self.factor, STRIP_PIXELS // max(scene.width, 1) // self.factor * self.factor)
+        for top in range(0, self.shape[0] * self.factor, rows):
+            window = Window(0, top, scene.width, min(rows, scene.height - top))
+            self.add(top, *scene.read(window))
+        return self
+
+    @classmethod
+    def feeding_from(cls, scene: Scene) -> tuple[BlockMeans, Callable] | None:
+        """Block means of red, green and blue and the function that feeds them from rows
+        of all of ``scene``'s bands (``(top, values, nodata)``, as ``predict`` reads them);
+        None when ``scene`` is not read with those three bands."""
+        index = band_indexes(scene.bands, RGB)
+        if None in index:
+            return None
+        blocks = cls.of_scene(scene, MAX_SIZE)
+        return blocks, lambda top, values, nodata: blocks.add(top, values[index], nodata)
+
+    def means(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, top:top + count] = np.where(valid > 0, total / valid, np.nan)
-    return out
+            return np.where(self.count > 0, self.total / self.count, np.nan).astype(np.float32)
 
 
 def render_quicklook(
@@ -44,18 +87,20 @@ def render_quicklook(
     output: str | Path,
     polygons: gpd.GeoDataFrame | None = None,
     scene_options: Mapping | None = None,
-    max_size: int = 1024,
+    max_size: int = MAX_SIZE,
     title: str | None = None,
+    blocks: BlockMeans | None = None,
 ) -> Path:
     """Write a PNG (2-98 % stretch) of the scene averaged down to at most ``max_size`` px.
 
-    ``scene_options``: how to read the scene (``Scene`` keywords, e.g. band names, offset).
+    ``scene_options``: how to read the scene (``Scene`` keywords, e.g. band names, offset);
+    ``blocks``: its red, green and blue block means if already gathered (else read here).
     """
     output = Path(output)
     options = {k: v for k, v in (scene_options or {}).items() if k not in ("dem", "auxiliary")}
     with Scene(scene_path, RGB, **options) as scene:
-        factor = max(1, math.ceil(max(scene.width, scene.height) / max_size))
-        rgb = block_means(scene, factor)
+        blocks = blocks or BlockMeans.of_scene(scene, max_size).read(scene)
+        rgb, factor = blocks.means(), blocks.factor
         shape = rgb.shape[1:]
         transform = scene.transform
         extent = (transform.c, transform.c + shape[1] * factor * transform.a,

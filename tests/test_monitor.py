@@ -11,7 +11,8 @@ from cli import run_command
 from fakes import texture_scene, write_geotiff
 from rts_ssl.data.dates import scene_date
 from rts_ssl.data.normalization import BandStats
-from rts_ssl.inference.predict import Ensemble, Prediction
+from rts_ssl.inference.ensemble import Ensemble
+from rts_ssl.inference.predict import Prediction
 from rts_ssl.inference.sliding import Windowing
 from rts_ssl.monitoring.linking import link_tracks
 from rts_ssl.monitoring.monitor import monitor

@@ -51,21 +51,47 @@ def test_bench_predict_runs_on_small_scenes(tmp_path):
     assert figures["seconds"] > 0
 
 
-def test_block_means_average_valid_pixels_only(tmp_path):
+def test_block_means_average_valid_pixels_only_however_the_rows_arrive(tmp_path):
     from fakes import write_geotiff
     from rts_ssl.data.scenes import Scene
-    from rts_ssl.quicklook import RGB, block_means
+    from rts_ssl.quicklook import RGB, BlockMeans
 
     array = np.arange(3 * 7 * 6, dtype=np.uint16).reshape(3, 7, 6) + 1
     array[:, 0, 0] = 0  # nodata
     array[:, 2:4, 4:6] = 0  # a whole block of nodata
     path = write_geotiff(tmp_path / "s.tif", array, descriptions=RGB)
     with Scene(path, RGB) as scene:
-        means = block_means(scene, 2)
+        means = BlockMeans(3, 7, 6, 2).read(scene).means()
+        values, nodata = scene.read()
     assert means.shape == (3, 3, 3)  # the 7th row is cropped
     assert means[0, 0, 0] == pytest.approx(np.mean([2, 7, 8]))
     assert means[2, 1, 1] == pytest.approx(array[2, 2:4, 2:4].mean())
     assert np.isnan(means[:, 1, 2]).all()
+    fed = BlockMeans(3, 7, 6, 2)  # rows in chunks that cut blocks, as predict reads them
+    for top, bottom in ((0, 3), (3, 4), (4, 7)):
+        fed.add(top, values[:, top:bottom], nodata[top:bottom])
+    np.testing.assert_array_equal(fed.means(), means)
+
+
+def test_predict_quicklook_from_its_own_reads_equals_a_separate_quicklook(tmp_path,
+                                                                          monkeypatch):
+    import matplotlib.image
+
+    from rts_ssl.benchmarks.data_loading import write_bench_scene
+    from rts_ssl.benchmarks.prediction import bench_model
+    from rts_ssl.inference.ensemble import load_ensemble
+    from rts_ssl.inference.predict import Prediction, predict_scene
+    from rts_ssl.inference.sliding import Windowing
+    from rts_ssl.quicklook import BlockMeans
+
+    scene = write_bench_scene(tmp_path / "scene.tif", 300)
+    ensemble = load_ensemble(str(bench_model(tmp_path, "mobilenetv3_small_050", -50.0)), "cpu")
+    with monkeypatch.context() as patch:  # predict reads the scene once
+        patch.setattr(BlockMeans, "read", lambda *_: pytest.fail("a second read of the scene"))
+        predict_scene(scene, Prediction(ensemble, Windowing(128, 32, 4)), tmp_path / "out")
+    alone = render_quicklook(scene, tmp_path / "alone.png", title="scene: 0 predicted slumps")
+    np.testing.assert_array_equal(matplotlib.image.imread(alone), matplotlib.image.imread(
+        tmp_path / "out" / "scene_quicklook.png"))
 
 
 def test_bench_semi_times_each_method_against_supervised(tmp_path):

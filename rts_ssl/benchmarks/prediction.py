@@ -21,7 +21,8 @@ import torch
 from rts_ssl.benchmarks.data_loading import BANDS, write_bench_scene
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
-from rts_ssl.inference.predict import Prediction, load_ensemble, predict_scene
+from rts_ssl.inference.ensemble import load_ensemble
+from rts_ssl.inference.predict import Prediction, predict_scene
 from rts_ssl.inference.sliding import Windowing, read_padded, window_starts
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model

@@ -16,7 +16,8 @@ import torch
 from rts_ssl.benchmarks.data_loading import write_bench_scene
 from rts_ssl.benchmarks.prediction import bench_model
 from rts_ssl.inference.engines import ray_session
-from rts_ssl.inference.predict import Prediction, load_ensemble, predict_scenes
+from rts_ssl.inference.ensemble import load_ensemble
+from rts_ssl.inference.predict import Prediction, predict_scenes
 from rts_ssl.inference.sliding import Windowing
 
 

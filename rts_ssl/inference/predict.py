@@ -17,20 +17,17 @@ import torch
 from omegaconf import OmegaConf
 from rasterio.features import geometry_window, rasterize
 from rasterio.windows import Window
-from torch import nn
 
 from rts_ssl.data.grid_masks import GridMask
-from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
-from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.files import remove_stale_temporaries, temporary_path, write_atomic
 from rts_ssl.inference.engines import map_scenes
+from rts_ssl.inference.ensemble import Ensemble, load_ensemble
 from rts_ssl.inference.probability import NODATA, stored_at_least, stored_probabilities, to_uint8
 from rts_ssl.inference.sliding import Windowing, predict_probabilities
-from rts_ssl.models.export import load_model, weights_id
-from rts_ssl.quicklook import render_quicklook
+from rts_ssl.quicklook import BlockMeans, render_quicklook
 
 log = logging.getLogger(__name__)
 STRIP = 1024  # rows vectorised at once
@@ -39,57 +36,6 @@ GDAL_CACHE_BYTES = 64 * 2**20  # a block row of a 4-band uint16 scene 30,000 px 
 SENSOR_TAGS = ("SENSOR", "PLATFORM", "SPACECRAFT_NAME", "SATELLITE")  # of scenes
 PROVENANCE_TAGS = {"date": "ACQUISITION_DATE", "sensor": "SENSOR", "model": "RTS_SSL_MODEL",
                    "threshold": "RTS_SSL_THRESHOLD"}  # of probability rasters
-
-
-@dataclass
-class Ensemble:
-    """Models that agree on bands; their threshold and normalisation come from the first."""
-
-    models: list[nn.Module]
-    bands: list[str]
-    stats: BandStats
-    threshold: float
-    input_size: int
-    fixed_size: bool  # ViTs only take their training input size
-    dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
-    auxiliary: list[dict] = field(default_factory=list)  # rasters paired with each scene
-    model_id: str = ""  # content hash of the weights (of each member's, for an ensemble)
-
-    def window_size(self, requested: int | None) -> int:
-        """The sliding-window size: ViTs need their input size; CNNs default to 256."""
-        if self.fixed_size:
-            if requested not in (None, self.input_size):
-                raise InputError(f"window={requested}", f"ViT models take {self.input_size} px "
-                                 "windows only")
-            return self.input_size
-        return requested or 256
-
-    @classmethod
-    def from_models(cls, loaded: Sequence[tuple[nn.Module, dict]], sources: Sequence) -> Ensemble:
-        infos = [info for _, info in loaded]
-        for info, source in zip(infos[1:], sources[1:], strict=True):
-            if info["bands"] != infos[0]["bands"]:
-                raise InputError(source, f"ensemble models disagree on bands: {info['bands']} "
-                                 f"vs {infos[0]['bands']} ({sources[0]})")
-        threshold = float(np.mean([info["threshold"] for info in infos]))
-        fixed = any(info["architecture"].get("patch_size") for info in infos)
-        return cls([m for m, _ in loaded], list(infos[0]["bands"]),
-                   BandStats.from_dict(infos[0]["normalization"]), threshold,
-                   int(infos[0]["input_size"]), fixed,
-                   float(infos[0].get("dem_radius_m") or RADIUS_M),
-                   list(infos[0].get("auxiliary") or []))
-
-
-def load_ensemble(checkpoint, device: str) -> Ensemble:
-    """One model directory or a list of them (an ensemble), on ``device``."""
-    sources = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint or [])
-    if not sources or sources == [None]:
-        raise InputError("model", "name a fine-tuned model directory (holding model.yaml)")
-    ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
-    ensemble.model_id = "+".join(weights_id(source) for source in sources)
-    for model in ensemble.models:
-        model.to(device)
-    return ensemble
 
 
 @dataclass
@@ -230,25 +176,28 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
                           "sensor": next((scene.tags[tag] for tag in SENSOR_TAGS
                                           if scene.tags.get(tag)), None),
                           "threshold": ensemble.threshold}
+            quicklook = BlockMeans.feeding_from(scene)  # gathered as prediction reads
             with (GridMask.from_file(prediction.exclude, scene, same_grid=False,
                                      what="exclusion mask")
                   if prediction.exclude else nullcontext()) as exclusion:
                 _write_probability(scene, ensemble, prediction.windowing,
                                    targets["probability"], prediction.device, exclusion,
-                                   provenance)
+                                   provenance, quicklook[1] if quicklook else None)
         slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
                                            prediction.min_area_m2)
         slumps = slumps.assign(scene=path.name, **provenance)
         write_atomic(targets["slumps"], lambda tmp: slumps.to_file(tmp, driver="GPKG",
                                                                     layer="slumps"))
         render_quicklook(path, targets["quicklook"], slumps, prediction.scene_options,
-                         title=f"{path.stem}: {len(slumps)} predicted slumps")
+                         title=f"{path.stem}: {len(slumps)} predicted slumps",
+                         blocks=quicklook[0] if quicklook else None)
     return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
                        [str(p) for p in targets.values()])
 
 
 def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, target: Path,
-                       device: str, exclusion: GridMask | None, provenance: dict) -> None:
+                       device: str, exclusion: GridMask | None, provenance: dict,
+                       on_rows=None) -> None:
     """Windowed writes into a tiled GeoTIFF, then a Cloud-Optimised copy with overviews;
     the ``provenance`` (date, sensor, model, threshold) in its tags (:data:`PROVENANCE_TAGS`)."""
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=1,
@@ -260,7 +209,7 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
             dst.update_tags(**{PROVENANCE_TAGS[key]: str(value)
                                for key, value in provenance.items() if value is not None})
             for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                                   windowing, device):
+                                                   windowing, device, on_rows):
                 if exclusion is not None:
                     rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
                 dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))

@@ -9,7 +9,7 @@ batch, not the scene.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,10 +71,13 @@ def predict_probabilities(
     stats: BandStats,
     windowing: Windowing,
     device: str = "cpu",
+    on_rows: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, rows)`` of blended slump probability (float32, NaN = nodata).
 
-    Each window row is read as one strip and its windows are sliced from it.
+    Each window row is read as one strip and its windows are sliced from it; ``on_rows``
+    sees each scene row once as read, ``(first_row, values, nodata)`` (e.g. a quicklook's
+    block means, so the scene is read once).
     """
     size, stride, overlap = windowing.size, windowing.stride, windowing.overlap
     height, width = scene.height, scene.width
@@ -85,9 +88,13 @@ def predict_probabilities(
     prob = np.zeros((size, span), np.float32)
     weight = np.zeros((size, span), np.float32)
     valid = np.zeros((size, span), bool)
-    written = 0
+    written = seen = 0
     for index, row in enumerate(rows):
         strip, nodata = read_padded(scene, row, offset, size, span)
+        if on_rows is not None and min(row + size, height) > seen:
+            new, cut = slice(seen - row, min(size, height - row)), slice(-offset, width - offset)
+            on_rows(seen, strip[:, new, cut], nodata[new, cut])
+            seen = min(row + size, height)
         for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
             out = _forward(models, stats, images, masks, device) * weights
             for k, col in enumerate(starts):

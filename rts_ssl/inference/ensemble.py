@@ -1,0 +1,67 @@
+"""Fine-tuned models loaded for prediction: one model directory, or several that agree on
+their bands (an ensemble, probabilities averaged)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from rts_ssl.data.normalization import BandStats
+from rts_ssl.data.terrain import RADIUS_M
+from rts_ssl.errors import InputError
+from rts_ssl.models.export import load_model, weights_id
+
+
+@dataclass
+class Ensemble:
+    """Models that agree on bands; their threshold and normalisation come from the first."""
+
+    models: list[nn.Module]
+    bands: list[str]
+    stats: BandStats
+    threshold: float
+    input_size: int
+    fixed_size: bool  # ViTs only take their training input size
+    dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
+    auxiliary: list[dict] = field(default_factory=list)  # rasters paired with each scene
+    model_id: str = ""  # content hash of the weights (of each member's, for an ensemble)
+
+    def window_size(self, requested: int | None) -> int:
+        """The sliding-window size: ViTs need their input size; CNNs default to 256."""
+        if self.fixed_size:
+            if requested not in (None, self.input_size):
+                raise InputError(f"window={requested}", f"ViT models take {self.input_size} px "
+                                 "windows only")
+            return self.input_size
+        return requested or 256
+
+    @classmethod
+    def from_models(cls, loaded: Sequence[tuple[nn.Module, dict]], sources: Sequence) -> Ensemble:
+        infos = [info for _, info in loaded]
+        for info, source in zip(infos[1:], sources[1:], strict=True):
+            if info["bands"] != infos[0]["bands"]:
+                raise InputError(source, f"ensemble models disagree on bands: {info['bands']} "
+                                 f"vs {infos[0]['bands']} ({sources[0]})")
+        threshold = float(np.mean([info["threshold"] for info in infos]))
+        fixed = any(info["architecture"].get("patch_size") for info in infos)
+        return cls([m for m, _ in loaded], list(infos[0]["bands"]),
+                   BandStats.from_dict(infos[0]["normalization"]), threshold,
+                   int(infos[0]["input_size"]), fixed,
+                   float(infos[0].get("dem_radius_m") or RADIUS_M),
+                   list(infos[0].get("auxiliary") or []))
+
+
+def load_ensemble(checkpoint, device: str) -> Ensemble:
+    """One model directory or a list of them (an ensemble), on ``device``."""
+    sources = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint or [])
+    if not sources or sources == [None]:
+        raise InputError("model", "name a fine-tuned model directory (holding model.yaml)")
+    ensemble = Ensemble.from_models([load_model(s) for s in sources], sources)
+    ensemble.model_id = "+".join(weights_id(source) for source in sources)
+    for model in ensemble.models:
+        model.to(device)
+    return ensemble
