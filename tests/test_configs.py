@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rts_ssl.commands import COMMANDS as ALL_COMMANDS
+from rts_ssl.commands.curve import cell_selection, grid_values
 from rts_ssl.config_checks import check_config
+from rts_ssl.data.splits import FOLD
 from rts_ssl.errors import InputError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -43,8 +45,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_for_every_command_it_names(experiment):
-    """Each command an experiment's header names composes with it; the curve's pretrained
-    entries are the folders that the `pretrain` runs named in the header sweep into."""
+    """Each command an experiment's header names composes with it; every entry of its grid
+    composes for `finetune`, and the pretrained ones are the folders that the `pretrain`
+    runs named in the header sweep into."""
     header = (CONF / "experiment" / f"{experiment}.yaml").read_text()
     runs = re.findall(r"python -m rts_ssl (\w+) experiment=(\w+)", header)
     assert (
@@ -54,21 +57,22 @@ def test_every_experiment_composes_for_every_command_it_names(experiment):
         for command, name in runs:
             cfg = compose(command, overrides=[f"experiment={name}"])
             check_config(cfg)
-            if command not in ("pretrain", "curve"):
+            if command not in ("pretrain", "curve", "finetune"):
                 OmegaConf.to_container(cfg, resolve=False)
         jobs = [job for command, name in runs if command == "pretrain"
                 for job in _pretrain_jobs(name)]
         if not jobs:
             return
         curve = compose("curve", overrides=[f"experiment={experiment}"])
-        pretrained = [e.pretrained for e in curve.entries.values()
-                      if e is not None and e.pretrained not in (None, "none")]
+        grid = grid_values(curve.grid)
+        assert curve.output.startswith(curve.experiment_dir) and cell_selection(curve)[FOLD]
+        pretrained = []
+        for entry in grid["entry"]:
+            cell = compose("finetune", overrides=[f"experiment={experiment}", f"entry={entry}"])
+            check_config(cell)
+            if cell.pretrained != "none":
+                pretrained.append(cell.pretrained)
         assert pretrained and set(pretrained) <= set(jobs)
-        assert curve.output.startswith(curve.experiment_dir) and curve.folds
-        for entry in [e for e in curve.entries.values() if e is not None]:
-            check_config(compose("finetune", overrides=[f"experiment={experiment}",
-                                                        *(entry.get("finetune") or []),
-                                                        *(curve.get("finetune") or [])]))
 
 
 def _pretrain_jobs(experiment: str) -> list[str]:
@@ -88,11 +92,11 @@ def _pretrain_jobs(experiment: str) -> list[str]:
     return jobs
 
 
-def test_commands_other_than_pretrain_run_once_under_a_sweeping_experiment():
+def test_pretrain_and_finetune_sweep_an_experiment_and_the_others_run_once():
     import subprocess
     import sys
 
-    for command, mode in (("curve", "RUN"), ("pretrain", "MULTIRUN")):
+    for command, mode in (("curve", "RUN"), ("pretrain", "MULTIRUN"), ("finetune", "MULTIRUN")):
         done = subprocess.run([sys.executable, "-m", "rts_ssl", command,
                                "experiment=label_efficiency_synthetic", "--cfg", "hydra"],
                               capture_output=True, text=True)

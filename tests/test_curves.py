@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rts_ssl.errors import InputError
 from rts_ssl.evaluation.curves import (
     aggregate,
     area_under_curve,
@@ -52,7 +53,7 @@ def test_collect_results(tmp_path):
         (tmp_path / str(k)).mkdir()
         (tmp_path / str(k) / "result.json").write_text(json.dumps(row.to_dict()))
     assert len(collect_results(tmp_path)) == 4
-    with pytest.raises(ValueError, match="no finished"):
+    with pytest.raises(InputError, match="no finished fine-tuning runs"):
         collect_results(tmp_path / "0" / "nothing")
 
 
@@ -63,27 +64,44 @@ def fake_data(tmp_path_factory):
     return prepared_dataset(tmp_path_factory.mktemp("fake"))
 
 
-def test_cli_curve_resumes_and_compare_ranks(fake_data, tmp_path):
+def sweep_cells(conf_dir, logs, *grid: str) -> subprocess.CompletedProcess:
+    """``finetune -m`` over tiny cells of the fake data: a curve's grid, each cell in
+    ``<logs>/curve/fake/cells/<its overrides>``."""
+    from test_finetune import finetune_args
+
+    return subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", "-m",
+                           *finetune_args(conf_dir, logs, "trainer.max_epochs=1", *grid)],
+                          capture_output=True, text=True)
+
+
+def finished_cells(curve_dir) -> list[str]:
+    """The folder names of every cell with a result, sorted."""
+    return sorted(p.parent.name for p in curve_dir.glob("cells/*/result.json"))
+
+
+def test_cli_cells_resume_and_curve_and_compare_rank_them(fake_data, tmp_path):
+    from cli import run_command
     from test_pretrain import write_data_config
 
-    cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir",
-           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
-           "pretrained=[none]", "fractions=[0.5,1.0]", "seeds=[0]", "logger.mode=disabled",
-           "finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
-           "'input_size=32','split.test_regions=[east]','split.val_fraction=0.5']"]
-    first = subprocess.run(cmd, capture_output=True, text=True)
+    conf = write_data_config(fake_data)
+    first = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0")
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "curve" / "fake"
+    assert finished_cells(out) == [
+        f"batch_size=4,data=fake,input_size=32,label_fraction={f},pretrained=none,"
+        "samples_per_epoch=8,seed=0,split.test_regions=[east],split.val_fraction=0.5,"
+        "trainer.max_epochs=1" for f in ("0.5", "1.0")]
+    results = sorted(out.glob("cells/*/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    again = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0")
+    assert again.returncode == 0 and "already done" in again.stderr + again.stdout
+    assert [p.stat().st_mtime_ns for p in results] == stamps  # finished cells not re-run
+    done = run_command("curve", f"output={out}", "logger.mode=disabled")
+    assert done.returncode == 0, done.stderr[-3000:]
     curve = pd.read_csv(out / "curve.csv")
     assert curve["label_fraction"].tolist() == [0.5, 1.0]
     assert set(curve["pretrained"]) == {"random-resnet18"} and (out / "curve.png").is_file()
-    results = sorted(out.glob("cells/*/*/result.json"))
-    stamps = [p.stat().st_mtime_ns for p in results]
-    again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0 and "already done" in again.stderr + again.stdout
-    assert [p.stat().st_mtime_ns for p in results] == stamps  # finished cells not re-run
-    ranked = subprocess.run([sys.executable, "-m", "rts_ssl", "compare", str(out)],
-                            capture_output=True, text=True)
+    ranked = run_command("compare", str(out))
     assert ranked.returncode == 0 and "random-resnet18" in ranked.stdout
     assert "auc_iou" in ranked.stdout
 
@@ -131,40 +149,44 @@ def test_folds_are_averaged_per_seed_and_areas_get_intervals():
         4.303 * 0.01 / np.sqrt(3))
 
 
-TINY_CELLS = ("finetune=['trainer.max_epochs=1','samples_per_epoch=8','batch_size=4',"
-              "'input_size=32','split.val_fraction=0.5']")
-
-
-def finished_cells(curve_dir) -> list[str]:
-    """``<line>/<fold>/<cell>`` of every cell with a result, sorted."""
-    return sorted(p.parent.relative_to(curve_dir / "cells").as_posix()
-                  for p in curve_dir.glob("cells/*/*/*/result.json"))
-
-
-def test_cli_curve_entries_and_folds(fake_data, tmp_path):
+def test_cli_curve_of_entries_and_folds_and_a_selection(fake_data, tmp_path):
+    from cli import run_command
     from test_pretrain import write_data_config
 
-    cmd = [sys.executable, "-m", "rts_ssl", "curve", "--config-dir",
-           str(write_data_config(fake_data)), "data=fake", f"paths.log_dir={tmp_path}",
-           "pretrained=[]", "+entries.rule.pretrained=none",
-           "+entries.rule.finetune=['encoder=spectral_rule']", "folds=[[east],[west]]",
-           "fractions=[1.0]", "seeds=[0,1]", "logger.mode=disabled", TINY_CELLS]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = sweep_cells(write_data_config(fake_data), tmp_path, "entry=spectral_rule",
+                       "split.test_regions=[east],[west]", "label_fraction=1.0", "seed=0,1")
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "curve" / "fake"
-    assert finished_cells(out) == ["rule/test-east/f1.0_s0", "rule/test-east/f1.0_s1",
-                     "rule/test-west/f1.0_s0", "rule/test-west/f1.0_s1"]
+    assert len(finished_cells(out)) == 4
+    assert run_command("curve", f"output={out}", "logger.mode=disabled").returncode == 0
     curve = pd.read_csv(out / "curve.csv")
-    assert curve[["pretrained", "folds", "seeds"]].values.tolist() == [["rule", 2, 2]]
+    assert curve[["pretrained", "folds", "seeds"]].values.tolist() == [["spectral_rule", 2, 2]]
     rows = pd.read_csv(out / "cells.csv")  # the data behind the curve, a row per cell
     assert rows[["test_regions", "seed"]].values.tolist() == [
         ["east", 0], ["east", 1], ["west", 0], ["west", 1]]
     assert rows["test/iou"].mean() == pytest.approx(curve.loc[0, "iou_mean"])
     assert {"precision_mean", "object_fp_per_100km2_mean", "auc_iou_ci95"} <= set(curve)
-    smaller = [a.replace("folds=[[east],[west]]", "folds=[[east]]").replace("seeds=[0,1]",
-                                                                             "seeds=[0]")
-               for a in cmd]  # a smaller grid in the same folder: the other cells stay out
-    assert subprocess.run(smaller, capture_output=True, text=True).returncode == 0
-    rows = pd.read_csv(out / "cells.csv")
-    assert rows[["test_regions", "seed"]].values.tolist() == [["east", 0]]
+    # a part of the cells in the same folder: the others stay out of the curve
+    part = run_command("curve", f"output={out}", "logger.mode=disabled", "folds=[[east]]",
+                       "seeds=[0]", "lines=[spectral_rule]")
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert pd.read_csv(out / "cells.csv")[["test_regions", "seed"]].values.tolist() == [
+        ["east", 0]]
     assert pd.read_csv(out / "curve.csv")[["folds", "seeds"]].values.tolist() == [[1, 1]]
+    nothing = run_command("curve", f"output={out}", "logger.mode=disabled", "lines=[other]")
+    assert nothing.returncode == 2 and "no finished cell matches" in nothing.stderr
+
+
+def test_curve_selects_the_cells_of_an_experiment_grid():
+    from omegaconf import OmegaConf
+
+    from rts_ssl.commands.curve import cell_selection
+
+    cfg = OmegaConf.create({"lines": None, "folds": None, "fractions": None, "seeds": [1],
+                            "grid": {"entry": "a,b", "semi": "none,fixmatch", "seed": "0,1,2",
+                                     "split.test_regions": "[x],[y,z]", "label_fraction": "0.1"}})
+    assert cell_selection(cfg) == {"pretrained": ["a", "a+fixmatch", "b", "b+fixmatch"],
+                                   "test_regions": ["x", "y,z"], "label_fraction": [0.1],
+                                   "seed": [1]}
+    cfg.grid = None
+    assert cell_selection(cfg) == {"seed": [1]}

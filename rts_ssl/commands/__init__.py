@@ -20,8 +20,9 @@ FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno
 COMMANDS = {
     "prepare": "tile GeoTIFF scenes (+ slump polygons) into a training set",
     "pretrain": "self-supervised pretraining (SimCLR, MAE) of an encoder; -m sweeps",
-    "finetune": "segmentation head on a pretrained (or random) encoder with few labels",
-    "curve": "label-efficiency grid (checkpoints x fractions x seeds) -> curve.csv/png",
+    "finetune": "segmentation head on a pretrained (or random) encoder with few labels; -m "
+                "sweeps a curve's cells",
+    "curve": "a label-efficiency curve from a finetune sweep's cells -> curve.csv/png",
     "compare": "rank checkpoints of one or more curves (area under curve, IoU at 1/10/100 %)",
     "predict": "any-size scenes -> probability COG, slump polygons, quicklook",
     "inventory": "every scene's predicted slumps in one GeoParquet + STAC catalogue of the maps",

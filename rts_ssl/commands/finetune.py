@@ -50,18 +50,14 @@ def run(cfg: DictConfig) -> None:
                    "in_chans": len(data["bands"])}
         if not encoder.get("patch_size"):  # CNNs take any crop; ViTs keep their input size
             encoder["input_size"] = cfg.input_size
-        checkpoint = cfg.pretrained_name or f"{info['ssl']}-{encoder['name']}-{info['data']}"
     else:
         encoder = {**OmegaConf.to_container(cfg.encoder), "in_chans": len(data["bands"]),
                    "input_size": cfg.input_size}
-        checkpoint = cfg.pretrained_name or (encoder["name"] if encoder["name"] == SpectralRule.name
-                                             else f"random-{encoder['name']}")
     semi, unlabelled = _semi_supervision(cfg, encoder)
-    if semi and not cfg.pretrained_name:
-        checkpoint += f"+{semi['name']}"
+    line = curve_line(info, encoder["name"], semi)
     count = cfg.label_count
     fraction = None if count else (cfg.label_fraction or 1.0)
-    fields = {"pretrained": checkpoint, "ssl": info["ssl"] if info else "none",
+    fields = {"pretrained": line, "ssl": info["ssl"] if info else "none",
               "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
               "seed": cfg.seed, "mode": cfg.mode, "semi": semi["name"] if semi else "none",
               "unlabelled": unlabelled["name"] if unlabelled else None,
@@ -85,9 +81,9 @@ def run(cfg: DictConfig) -> None:
         task = SegmentationTask(encoder, **options)
     if source:
         load_backbone(task.net, weights, str(source))
-    name = tracking.run_name("finetune", checkpoint, data["name"],
+    name = tracking.run_name("finetune", line, data["name"],
                              f"n{count}" if count else f"f{fraction}", f"s{cfg.seed}")
-    logger = tracking.make_logger(cfg.logger, run_dir, name, group=f"finetune-{checkpoint}",
+    logger = tracking.make_logger(cfg.logger, run_dir, name, group=f"finetune-{line}",
                                   job_type="finetune",
                                   config={**OmegaConf.to_container(cfg, resolve=True), **fields})
     try:
@@ -112,6 +108,17 @@ def run(cfg: DictConfig) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
+
+
+def curve_line(info: dict | None, encoder: str, semi: dict | None) -> str:
+    """The curve line a run belongs to: its entry (``entry=<name>``, conf/entry/) or a name
+    from its checkpoint (``<ssl>-<encoder>-<data>``, ``random-<encoder>``), plus
+    ``+<method>`` when semi-supervised."""
+    name = HydraConfig.get().runtime.choices.get("entry")
+    if not name:
+        name = (f"{info['ssl']}-{encoder}-{info['data']}" if info else
+                encoder if encoder == SpectralRule.name else f"random-{encoder}")
+    return f"{name}+{semi['name']}" if semi else name
 
 
 def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict | None]:

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from rts_ssl.data.splits import FOLD  # noqa: E402
+from rts_ssl.errors import InputError  # noqa: E402
 
 METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/object_f1",
            "test/object_fp_per_100km2", "seconds")  # seconds: what one cell costs
@@ -36,7 +37,8 @@ def collect_results(root: str | Path) -> pd.DataFrame:
     """Every finished cell (``result.json``) below ``root``, one row each."""
     rows = [json.loads(p.read_text()) for p in sorted(Path(root).rglob("result.json"))]
     if not rows:
-        raise ValueError(f"{root}: no finished fine-tuning runs (result.json) found")
+        raise InputError(root, "no finished fine-tuning runs (result.json): run the cells "
+                         "first (`python -m rts_ssl finetune -m ...` or `experiment=<name>`)")
     return pd.DataFrame(rows)
 
 
