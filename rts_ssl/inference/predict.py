@@ -213,8 +213,10 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
                 if exclusion is not None:
                     rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
                 dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
+        # the model is done by now: compression gets this worker's torch threads
         write_atomic(target, lambda tmp: rasterio.shutil.copy(
-            staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average"))
+            staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average",
+            num_threads=torch.get_num_threads()))
     finally:
         staging.unlink(missing_ok=True)
 
