@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,22 +29,28 @@ class BlockMeans:
     (:meth:`read`, much faster than GDAL's decimated reads of compressed tiles), or by the
     strips ``predict`` reads anyway, so a quicklook costs no second pass over the scene."""
 
-    def __init__(self, bands: int, height: int, width: int, factor: int) -> None:
+    def __init__(self, bands: int, height: int, width: int, factor: int,
+                 select: list[int] | None = None) -> None:
         self.factor = factor
+        self.select = select  # the bands to average out of each fed row (None: all)
         self.shape = (max(height // factor, 1), max(width // factor, 1))
         self.total = np.zeros((bands, *self.shape), np.float64)
         self.count = np.zeros(self.shape, np.int64)
 
     @classmethod
-    def of_scene(cls, scene: Scene, max_size: int, bands: int = len(RGB)) -> BlockMeans:
+    def of_scene(cls, scene: Scene, max_size: int = MAX_SIZE,
+                 select: list[int] | None = None) -> BlockMeans:
         """Blocks that bring ``scene`` down to at most ``max_size`` px a side."""
         factor = max(1, math.ceil(max(scene.width, scene.height) / max_size))
-        return cls(bands, scene.height, scene.width, factor)
+        bands = len(select) if select is not None else len(scene.bands)
+        return cls(bands, scene.height, scene.width, factor, select)
 
     def add(self, top: int, values: np.ndarray, nodata: np.ndarray) -> None:
         """Rows ``top ..`` of the scene (``values`` ``(bands, rows, width)``); rows below the
         last whole block are cropped, as are columns right of it."""
         f, (height, width) = self.factor, self.shape
+        if self.select is not None:
+            values = values[self.select]
         rows = np.arange(top, top + values.shape[1])
         keep = rows < height * f
         if not keep.any():
@@ -67,15 +73,11 @@ class BlockMeans:
         return self
 
     @classmethod
-    def feeding_from(cls, scene: Scene) -> tuple[BlockMeans, Callable] | None:
-        """Block means of red, green and blue and the function that feeds them from rows
-        of all of ``scene``'s bands (``(top, values, nodata)``, as ``predict`` reads them);
-        None when ``scene`` is not read with those three bands."""
-        index = band_indexes(scene.bands, RGB)
-        if None in index:
-            return None
-        blocks = cls.of_scene(scene, MAX_SIZE)
-        return blocks, lambda top, values, nodata: blocks.add(top, values[index], nodata)
+    def of_rgb_in(cls, scene: Scene) -> BlockMeans | None:
+        """Block means of red, green and blue fed with rows of all of ``scene``'s bands (as
+        ``predict`` reads them); None when ``scene`` is not read with those three bands."""
+        select = band_indexes(scene.bands, RGB)
+        return None if None in select else cls.of_scene(scene, select=select)
 
     def means(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -176,13 +176,13 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
                           "sensor": next((scene.tags[tag] for tag in SENSOR_TAGS
                                           if scene.tags.get(tag)), None),
                           "threshold": ensemble.threshold}
-            quicklook = BlockMeans.feeding_from(scene)  # gathered as prediction reads
+            quicklook = BlockMeans.of_rgb_in(scene)  # gathered as prediction reads
             with (GridMask.from_file(prediction.exclude, scene, same_grid=False,
                                      what="exclusion mask")
                   if prediction.exclude else nullcontext()) as exclusion:
                 _write_probability(scene, ensemble, prediction.windowing,
                                    targets["probability"], prediction.device, exclusion,
-                                   provenance, quicklook[1] if quicklook else None)
+                                   provenance, quicklook.add if quicklook else None)
         slumps = polygons_from_probability(targets["probability"], ensemble.threshold,
                                            prediction.min_area_m2)
         slumps = slumps.assign(scene=path.name, **provenance)
@@ -190,7 +190,7 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
                                                                     layer="slumps"))
         render_quicklook(path, targets["quicklook"], slumps, prediction.scene_options,
                          title=f"{path.stem}: {len(slumps)} predicted slumps",
-                         blocks=quicklook[0] if quicklook else None)
+                         blocks=quicklook)
     return SceneResult(path.name, len(slumps), float(slumps["area_m2"].sum()),
                        [str(p) for p in targets.values()])
 
