@@ -59,10 +59,12 @@ class BlockMeans:
         valid = (~nodata).reshape(len(nodata), width, f).sum(axis=2)
         total = np.where(nodata, 0, values).astype(np.float32)
         total = total.reshape(len(values), len(nodata), width, f).sum(axis=3)
+        # rows arrive in order: sum each run of rows of one block, then add once per block
+        # (np.add.at per row is ~20x slower)
         block = rows[keep] // f
-        np.add.at(self.count, block, valid)
-        for band, sums in enumerate(total):
-            np.add.at(self.total[band], block, sums)
+        starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+        self.count[block[starts]] += np.add.reduceat(valid, starts, axis=0)
+        self.total[:, block[starts]] += np.add.reduceat(total, starts, axis=1)
 
     def read(self, scene: Scene) -> BlockMeans:
         """Feed the whole of ``scene`` (its bands in this order) in bounded strips."""

@@ -1,4 +1,9 @@
 
+import os
+import sys
+import threading
+import time
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ from cli import run_command
 from fakes import texture_scene, write_geotiff
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
-from rts_ssl.inference.sliding import Windowing, predict_probabilities
+from rts_ssl.inference.sliding import Windowing, predict_probabilities, read_ahead
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model
 from rts_ssl.models.segmentation import build_segmentation
@@ -57,11 +62,68 @@ def test_sliding_windows_equal_one_big_forward(tmp_path):
     assert [top for top, _ in parts] == sorted(top for top, _ in parts)
 
 
+
+def test_read_ahead_reads_one_key_ahead_at_low_priority_with_the_callers_gdal_settings():
+    log, seen = [], []
+
+    def read(key):
+        options = rasterio.env.getenv()
+        log.append(("read", key, threading.get_native_id(), options.get("GDAL_CACHEMAX")))
+        if sys.platform == "linux":
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return key * 10
+
+    def keys_read():
+        return [entry[1] for entry in log if entry[0] == "read"]
+
+    with rasterio.Env(GDAL_CACHEMAX=12345678):
+        got = []
+        for value in read_ahead(read, [1, 2, 3]):
+            key = value // 10
+            deadline = time.monotonic() + 10
+            while key < 3 and key + 1 not in keys_read() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the next key is read while this value is in use
+            time.sleep(0.02)
+            assert keys_read() == list(range(1, min(key + 1, 3) + 1))  # never two ahead
+            got.append(value)
+            log.append(("used", value))
+    assert got == [10, 20, 30]
+    assert {entry[2] for entry in log if entry[0] == "read"} != {threading.get_native_id()}
+    assert {entry[3] for entry in log if entry[0] == "read"} == {12345678}
+    if sys.platform == "linux":
+        assert seen == [19, 19, 19]
+
+
+def test_read_ahead_stopped_early_leaves_no_read_running_and_passes_errors_on():
+    finished = []
+
+    def slow(key):
+        time.sleep(0.2)
+        finished.append(key)
+        return key
+
+    strips = read_ahead(slow, [0, 1, 2])
+    assert next(strips) == 0
+    strips.close()  # key 1 is being read: close waits for it, key 2 is never read
+    assert finished == [0, 1]
+
+    def failing(key):
+        if key == 1:
+            raise OSError("unreadable block")
+        return key
+
+    reads = read_ahead(failing, [0, 1, 2])
+    assert next(reads) == 0
+    with pytest.raises(OSError, match="unreadable block"):
+        next(reads)
+
+
 def test_constant_model_output_grid_nodata_and_polygons(tmp_path):
     scene = scene_with_border(tmp_path / "s.tif")
     model = export(tmp_path, constant=10.0)
     done = predict(model, scene, tmp_path / "out")
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "predict scenes" in done.stderr and "Created" not in done.stderr  # no pyogrio chatter
     with rasterio.open(scene) as src, rasterio.open(tmp_path / "out" / "s_probability.tif") as p:
         assert (p.crs, p.transform, p.shape) == (src.crs, src.transform, src.shape)
         assert p.dtypes[0] == "uint8" and p.nodata == 255

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def execute(command: str, cfg: DictConfig) -> int:
     """Check and run one command; expected failures become one ``error:`` line on stderr and
     the exit code that tells a script what happened (0 done, 2 bad input, 3 partly done)."""
     run = importlib.import_module(f"rts_ssl.commands.{command}").run
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)  # "Created N records" per file
     try:
         apply_renames(cfg)
         check_config(cfg)

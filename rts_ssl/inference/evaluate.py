@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +46,20 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                GridMask(scene, reference, threshold=mask_threshold, pixel_size_m=pixel_size_m))
         pixel_km2 = abs(scene.transform.a * scene.transform.e) / 1e6
         area = 0.0
-        for top, prob in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                               prediction.windowing, prediction.device):
-            valid = ~np.isnan(prob)
-            pred = np.nan_to_num(prob) >= ensemble.threshold
-            truth = ref.strip(top, len(prob))
-            args = (torch.from_numpy(pred & valid).long(),
-                    with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
-            pixels.update(*args)
-            transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
-                                                   scene.transform)
-            predicted.add(pred & valid, transform)
-            expected.add(truth & valid, transform)
-            area += valid.sum() * pixel_km2
+        with closing(predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                           prediction.windowing, prediction.device)) as strips:
+            for top, prob in strips:  # closed before the scene, even on errors
+                valid = ~np.isnan(prob)
+                pred = np.nan_to_num(prob) >= ensemble.threshold
+                truth = ref.strip(top, len(prob))
+                args = (torch.from_numpy(pred & valid).long(),
+                        with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
+                pixels.update(*args)
+                transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
+                                                       scene.transform)
+                predicted.add(pred & valid, transform)
+                expected.add(truth & valid, transform)
+                area += valid.sum() * pixel_km2
         ref.close()
     predicted, expected = predicted.polygons(), expected.polygons()
     objects.update(predicted, expected, area)

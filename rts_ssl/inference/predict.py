@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -208,11 +208,12 @@ def _write_probability(scene: Scene, ensemble: Ensemble, windowing: Windowing, t
         with rasterio.open(staging, "w", **profile) as dst:
             dst.update_tags(**{PROVENANCE_TAGS[key]: str(value)
                                for key, value in provenance.items() if value is not None})
-            for top, rows in predict_probabilities(scene, ensemble.models, ensemble.stats,
-                                                   windowing, device, on_rows):
-                if exclusion is not None:
-                    rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
-                dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
+            with closing(predict_probabilities(scene, ensemble.models, ensemble.stats,
+                                               windowing, device, on_rows)) as strips:
+                for top, rows in strips:  # closed before the scene, even on errors
+                    if exclusion is not None:
+                        rows[exclusion.strip(top, len(rows)) & ~np.isnan(rows)] = 0.0
+                    dst.write(to_uint8(rows), 1, window=Window(0, top, scene.width, len(rows)))
         # the model is done by now: compression gets this worker's torch threads
         write_atomic(target, lambda tmp: rasterio.shutil.copy(
             staging, tmp, driver="COG", compress="DEFLATE", overview_resampling="average",

@@ -1,23 +1,34 @@
 """Sliding-window prediction of one scene with bounded memory.
 
 Windows are read from the GeoTIFF one window-row strip at a time (reflection-padded at the
-scene edges), run through the model(s) in batches, blended with a cosine weight so overlaps
-leave no seams, and accumulated in a buffer one window-row high; rows no later window can
-touch are written out at once. Memory is bounded by the window size x scene width and the
+scene edges; the next strip is read while the model works on this one), run through the
+model(s) in batches, blended with a cosine weight so overlaps leave no seams, and
+accumulated in a buffer one window-row high; rows no later window can touch are written
+out at once. Memory is bounded by the window size x scene width and the
 batch, not the scene.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.env import getenv, hasenv
 from rasterio.windows import Window
 
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.data.scenes import Scene
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,9 @@ def predict_probabilities(
 
     Each window row is read as one strip and its windows are sliced from it; ``on_rows``
     sees each scene row once as read, ``(first_row, values, nodata)`` (e.g. a quicklook's
-    block means, so the scene is read once).
+    block means, so the scene is read once). The next strip is read while the model works
+    on this one (:func:`read_ahead`): close this generator (``contextlib.closing``) before
+    the scene when stopping early.
     """
     size, stride, overlap = windowing.size, windowing.stride, windowing.overlap
     height, width = scene.height, scene.width
@@ -88,32 +101,72 @@ def predict_probabilities(
     prob = np.zeros((size, span), np.float32)
     weight = np.zeros((size, span), np.float32)
     valid = np.zeros((size, span), bool)
-    written = seen = 0
-    for index, row in enumerate(rows):
+    seen = 0
+
+    def read(row: int) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal seen
         strip, nodata = read_padded(scene, row, offset, size, span)
         if on_rows is not None and min(row + size, height) > seen:
             new, cut = slice(seen - row, min(size, height - row)), slice(-offset, width - offset)
             on_rows(seen, strip[:, new, cut], nodata[new, cut])
             seen = min(row + size, height)
-        for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
-            out = _forward(models, stats, images, masks, device) * weights
-            for k, col in enumerate(starts):
-                c = col - offset
-                prob[:, c:c + size] += out[k]
-                weight[:, c:c + size] += weights
-                valid[:, c:c + size] |= ~nodata[:, c:c + size]
-        final = stride if index < len(rows) - 1 else size
-        top, bottom = max(row, written), min(row + final, height)
-        if bottom > top:
-            block = slice(top - row, bottom - row)
-            cut = slice(-offset, -offset + width)
-            result = prob[block, cut] / np.maximum(weight[block, cut], 1e-12)
-            result[~valid[block, cut]] = np.nan
-            yield top, result
-            written = bottom
-        for buffer in (prob, weight, valid):  # the overlap rows carry over to the next row
-            buffer[:overlap] = buffer[stride:]
-            buffer[overlap:] = 0
+        return strip, nodata
+
+    written = 0
+    with contextlib.closing(read_ahead(read, rows)) as strips:  # no read left running
+        for index, (row, (strip, nodata)) in enumerate(zip(rows, strips, strict=True)):
+            for starts, images, masks in _batches(strip, nodata, cols, offset, windowing):
+                out = _forward(models, stats, images, masks, device) * weights
+                for k, col in enumerate(starts):
+                    c = col - offset
+                    prob[:, c:c + size] += out[k]
+                    weight[:, c:c + size] += weights
+                    valid[:, c:c + size] |= ~nodata[:, c:c + size]
+            final = stride if index < len(rows) - 1 else size
+            top, bottom = max(row, written), min(row + final, height)
+            if bottom > top:
+                block = slice(top - row, bottom - row)
+                cut = slice(-offset, -offset + width)
+                result = prob[block, cut] / np.maximum(weight[block, cut], 1e-12)
+                result[~valid[block, cut]] = np.nan
+                yield top, result
+                written = bottom
+            for buffer in (prob, weight, valid):  # the overlap rows carry over to the next row
+                buffer[:overlap] = buffer[stride:]
+                buffer[overlap:] = 0
+
+
+def read_ahead(read: Callable[[T], R], keys: Sequence[T]) -> Iterator[R]:
+    """``read(key)`` of each key in order, the next one read in a background thread while
+    the caller works on this one.
+
+    The thread runs at the lowest CPU priority (Linux: per thread): when the model keeps
+    every core busy, reading takes only the cycles the model leaves idle, instead of
+    slowing the model's own threads (with an equal-priority reader on 2 cores, prediction
+    got slower, not faster). It reads with the caller's GDAL settings (rasterio keeps them
+    per thread).
+    """
+    options = getenv() if hasenv() else {}
+
+    def task(key: T) -> R:
+        with rasterio.Env(**options):
+            return read(key)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead",
+                            initializer=_lowest_priority) as reader:
+        ahead = reader.submit(task, keys[0]) if keys else None
+        for k in range(len(keys)):
+            current = ahead.result()
+            if k + 1 < len(keys):
+                ahead = reader.submit(task, keys[k + 1])
+            yield current
+
+
+def _lowest_priority() -> None:
+    """Nice this thread to 19 where the OS can (Linux); elsewhere it reads at normal
+    priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _batches(strip: np.ndarray, nodata: np.ndarray, cols: list[int], offset: int,
