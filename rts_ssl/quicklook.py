@@ -59,8 +59,8 @@ class BlockMeans:
         valid = (~nodata).reshape(len(nodata), width, f).sum(axis=2)
         total = np.where(nodata, 0, values).astype(np.float32)
         total = total.reshape(len(values), len(nodata), width, f).sum(axis=3)
-        # rows arrive in order: sum each run of rows of one block, then add once per block
-        # (np.add.at per row is ~20x slower)
+        # a chunk's rows are consecutive: sum each run of rows of one block, then add once
+        # per block (np.add.at per row is ~20x slower); chunks may come in any order
         block = rows[keep] // f
         starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
         self.count[block[starts]] += np.add.reduceat(valid, starts, axis=0)

@@ -4,8 +4,8 @@ Windows are read from the GeoTIFF one window-row strip at a time (reflection-pad
 scene edges; the next strip is read while the model works on this one), run through the
 model(s) in batches, blended with a cosine weight so overlaps leave no seams, and
 accumulated in a buffer one window-row high; rows no later window can touch are written
-out at once. Memory is bounded by the window size x scene width and the
-batch, not the scene.
+out at once. Memory is bounded by the window size x scene width and the batch, not the
+scene.
 """
 
 from __future__ import annotations
