@@ -20,6 +20,7 @@ from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_los
 RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "input_size": 32}
 SEMI = {"name": "mean_teacher", "unlabelled_ratio": 1.0, "weight": 1.0, "rampup_epochs": 0,
         "ema_decay": 0.99, "confidence": 0.9, "collapse_below": 1e-4, "strong": {}}
+PIXELDINO = {"prototypes": 8, "teacher_temperature": 0.5, "center_momentum": 0.9}
 
 
 def test_ema_update_blends_parameters_and_copies_buffers():
@@ -49,8 +50,13 @@ def test_pseudo_labels_only_on_confident_pixels_with_data():
     assert unsure.item() == 0 and unsure.requires_grad  # nothing confident: no signal
 
 
-def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch):
-    task = SemiSupervisedTask(RESNET, SEMI)
+@pytest.mark.parametrize(("method", "remedy"), [
+    ("mean_teacher", "lower semi.weight"),
+    ("fixmatch", "lower semi.confidence"),
+    ("pixeldino", "labels alone"),
+])
+def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method, remedy):
+    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "name": method})
     monkeypatch.setattr(task, "rampup", lambda: 1.0)
     logged = {}
     monkeypatch.setattr(task, "log", lambda key, value, **_: logged.__setitem__(key, value))
@@ -61,6 +67,7 @@ def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch):
     with caplog.at_level(logging.WARNING):
         task.on_train_epoch_end()
     assert logged["semi/collapsed"] == 1.0 and "collapsed to background" in caplog.text
+    assert remedy in caplog.text
     slumps = background.clone()
     slumps[:, :, :2] = 9.0  # a quarter of the pixels: a healthy share
     task._watch(slumps, background, torch.ones(2, 8, 8, dtype=torch.bool))
@@ -69,8 +76,7 @@ def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch):
 
 
 def test_the_teacher_is_not_part_of_the_exported_network():
-    task = SemiSupervisedTask(RESNET, {**SEMI, "name": "pixeldino", "prototypes": 8,
-                                       "teacher_temperature": 0.5, "center_momentum": 0.9})
+    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "name": "pixeldino"})
     exported = set(task.net.state_dict())
     assert not any(k.startswith(("teacher", "embedding")) for k in exported)
     assert all(not p.requires_grad for p in task.teacher.parameters())

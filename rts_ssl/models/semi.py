@@ -41,6 +41,15 @@ from rts_ssl.models.finetune import SegmentationTask
 
 log = logging.getLogger(__name__)
 METHODS = ("none", "mean_teacher", "fixmatch", "pixeldino")
+# what to change when the teacher's confident pixels collapse to background, per method: only
+# FixMatch trains on the thresholded pseudo-labels; PixelDINO's targets are pseudo-classes, so
+# its slump head learns from the labels alone
+COLLAPSE_REMEDY = {
+    "fixmatch": "lower semi.confidence or semi.weight",
+    "mean_teacher": "lower semi.weight",
+    "pixeldino": "the slump head learns from the labels alone here: train longer or on more "
+                 "labels",
+}
 
 
 class SemiSupervisedTask(SegmentationTask):
@@ -122,8 +131,8 @@ class SemiSupervisedTask(SegmentationTask):
         self.log("semi/collapsed", float(collapsed))
         if collapsed:
             log.warning("epoch %d: the teacher's confident pixel pseudo-labels are %.2g slump "
-                        "(below %.2g): collapsed to background; lower semi.confidence or "
-                        "semi.weight", self.current_epoch, share, self.semi["collapse_below"])
+                        "(below %.2g): collapsed to background; %s", self.current_epoch, share,
+                        self.semi["collapse_below"], COLLAPSE_REMEDY[self.semi["name"]])
 
     def _teacher(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher is None:  # fixmatch: the student on the unaugmented crop
