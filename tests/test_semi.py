@@ -19,7 +19,8 @@ from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_los
 
 RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "input_size": 32}
 SEMI = {"name": "mean_teacher", "unlabelled_ratio": 1.0, "weight": 1.0, "rampup_epochs": 0,
-        "ema_decay": 0.99, "confidence": 0.9, "collapse_below": 1e-4, "strong": {}}
+        "ema_decay": 0.99, "confidence": 0.9, "slump_confidence": None, "class_balanced": False,
+        "collapse_below": 1e-4, "strong": {}}
 PIXELDINO = {"prototypes": 8, "teacher_temperature": 0.5, "center_momentum": 0.9}
 
 
@@ -40,19 +41,39 @@ def test_pseudo_labels_only_on_confident_pixels_with_data():
     target = torch.logit(probs)[:, None]
     logits = torch.tensor([[[[0.3, -0.2, 5.0, -9.0]]]], requires_grad=True)
     valid = torch.tensor([[[True, True, True, False]]])
-    loss = pseudo_label_loss(target, logits, valid, confidence=0.9)
+    loss = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.9)
     expected = F.binary_cross_entropy_with_logits(torch.tensor([0.3, -0.2]),
                                                   torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert logits.grad[0, 0, 0, 2] == 0 and logits.grad[0, 0, 0, 3] == 0
-    unsure = pseudo_label_loss(torch.zeros(1, 1, 1, 4), logits, valid, confidence=0.9)
+    unsure = pseudo_label_loss(torch.zeros(1, 1, 1, 4), logits, valid, confidence=0.9,
+                               slump_confidence=0.9)
     assert unsure.item() == 0 and unsure.requires_grad  # nothing confident: no signal
+
+
+def test_class_balanced_pseudo_labels_weigh_rare_slumps_like_background():
+    """One slump pixel at p = 0.6 among nine background ones: below ``confidence`` it is no
+    pseudo-label; at ``slump_confidence`` 0.5 it is one, and class balance gives it half the
+    loss instead of a tenth."""
+    probs = torch.tensor([[[0.6] + [0.01] * 9]])
+    target = torch.logit(probs)[:, None]
+    logits = torch.zeros(1, 1, 1, 10)
+    logits[..., 1:] = -4.0  # the student: right on background, unsure on the slump
+    valid = torch.ones(1, 1, 10, dtype=torch.bool)
+    unsure_slump, bce_slump = math.log(2), F.softplus(torch.tensor(-4.0)).item()
+    strict = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.9)
+    assert strict.item() == pytest.approx(bce_slump, rel=1e-5)  # background only
+    plain = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.5)
+    assert plain.item() == pytest.approx((unsure_slump + 9 * bce_slump) / 10, rel=1e-5)
+    balanced = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.5,
+                                 class_balanced=True)
+    assert balanced.item() == pytest.approx((unsure_slump + bce_slump) / 2, rel=1e-5)
 
 
 @pytest.mark.parametrize(("method", "remedy"), [
     ("mean_teacher", "lower semi.weight"),
-    ("fixmatch", "lower semi.confidence"),
+    ("fixmatch", "lower semi.slump_confidence"),
     ("pixeldino", "labels alone"),
 ])
 def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method, remedy):

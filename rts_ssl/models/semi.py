@@ -45,7 +45,8 @@ METHODS = ("none", "mean_teacher", "fixmatch", "pixeldino")
 # FixMatch trains on the thresholded pseudo-labels; PixelDINO's targets are pseudo-classes, so
 # its slump head learns from the labels alone
 COLLAPSE_REMEDY = {
-    "fixmatch": "lower semi.confidence or semi.weight",
+    "fixmatch": "lower semi.slump_confidence, set semi.class_balanced=true or lower "
+                "semi.weight",
     "mean_teacher": "lower semi.weight",
     "pixeldino": "the slump head learns from the labels alone here: train longer or on more "
                  "labels",
@@ -62,6 +63,9 @@ class SemiSupervisedTask(SegmentationTask):
             raise ValueError(f"unknown semi-supervised method {semi['name']!r} "
                              f"({', '.join(METHODS)})")
         self.semi = dict(semi)
+        # a confident slump pseudo-label: at p >= this; background at p <= 1 - confidence
+        self.slump_confidence = (semi["confidence"] if semi["slump_confidence"] is None
+                                 else semi["slump_confidence"])
         self.strong = strong_view_transform(**semi.get("strong") or {})
         self.teacher = None if semi["name"] == "fixmatch" else _frozen_copy(self.net)
         self.embedding = self.teacher_embedding = self.dino = None
@@ -105,7 +109,8 @@ class SemiSupervisedTask(SegmentationTask):
         if self.semi["name"] == "pixeldino":
             loss = self._pixel_dino(target_features, features, valid)
         elif self.semi["name"] == "fixmatch":
-            loss = pseudo_label_loss(target_logits, logits, valid, self.semi["confidence"])
+            loss = pseudo_label_loss(target_logits, logits, valid, self.semi["confidence"],
+                                     self.slump_confidence, self.semi["class_balanced"])
         else:
             loss = ((torch.sigmoid(logits) - torch.sigmoid(target_logits)) ** 2).squeeze(1)
             loss = loss[valid].mean() if valid.any() else loss.sum() * 0
@@ -159,9 +164,8 @@ class SemiSupervisedTask(SegmentationTask):
         with torch.no_grad():
             target = torch.sigmoid(target_logits.squeeze(1))[valid]
             student = torch.sigmoid(logits.squeeze(1))[valid]
-            confidence = self.semi["confidence"]
-            slump = (target >= confidence).sum()
-            confident = slump + (target <= 1 - confidence).sum()
+            slump = (target >= self.slump_confidence).sum()
+            confident = slump + (target <= 1 - self.semi["confidence"]).sum()
             self._pseudo += torch.stack([slump, confident]).double().cpu()
             agree = ((target >= self.threshold) == (student >= self.threshold)).float()
             self.log_dict({"semi/pseudo_positive": slump / confident.clamp_min(1),
@@ -196,11 +200,21 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
 
 
 def pseudo_label_loss(target_logits: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor,
-                       confidence: float) -> torch.Tensor:
-    """BCE against the teacher's hard labels on its confident pixels with data only."""
+                      confidence: float, slump_confidence: float,
+                      class_balanced: bool = False) -> torch.Tensor:
+    """BCE against the teacher's hard labels on its confident pixels with data only: slump
+    at p >= ``slump_confidence``, background at p <= 1 - ``confidence``. ``class_balanced``
+    averages each class's pixels apart and the two means equally, so that a few slump
+    pseudo-labels are not drowned by ~1,000 times as many background ones."""
     target = torch.sigmoid(target_logits.squeeze(1))
-    confident = valid & ((target >= confidence) | (target <= 1 - confidence))
+    slump = valid & (target >= slump_confidence)
+    background = valid & ~slump & (target <= 1 - confidence)
+    confident = slump | background
     if not confident.any():
         return logits.sum() * 0
-    return F.binary_cross_entropy_with_logits(logits.squeeze(1)[confident],
-                                              (target[confident] >= confidence).float())
+    losses = F.binary_cross_entropy_with_logits(logits.squeeze(1), slump.float(),
+                                                reduction="none")
+    if not class_balanced:
+        return losses[confident].mean()
+    return torch.stack([losses[pixels].mean() for pixels in (slump, background)
+                        if pixels.any()]).mean()
