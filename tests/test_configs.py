@@ -12,6 +12,7 @@ from rts_ssl.commands.curve import cell_selection, grid_values
 from rts_ssl.config_checks import check_config
 from rts_ssl.data.splits import FOLD
 from rts_ssl.errors import InputError
+from rts_ssl.models.semi import METHODS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -38,6 +39,18 @@ def test_pretrain_sweep_options_compose(ssl, encoder):
         cfg = compose("pretrain", overrides=[f"ssl={ssl}", f"encoder={encoder}", "trainer=ddp"])
     assert cfg.ssl.task._target_.endswith(("SimCLRTask", "MAETask"))
     assert cfg.trainer.strategy == "ddp" and cfg.encoder.timm_name
+
+
+SEMI = sorted(p.stem for p in (CONF / "semi").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("semi", SEMI)
+def test_semi_configs_name_their_curve_line_and_a_known_method(semi):
+    """A variant of a method (fixmatch_balanced) is its own line, trained by its method."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("finetune", overrides=[f"semi={semi}"]).semi
+    assert cfg.name == semi and cfg.method in METHODS
+    assert cfg.method == "none" or 0 < cfg.confidence < 1
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -18,9 +18,9 @@ from fakes import prepared_dataset
 from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_loss
 
 RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "input_size": 32}
-SEMI = {"name": "mean_teacher", "unlabelled_ratio": 1.0, "weight": 1.0, "rampup_epochs": 0,
-        "ema_decay": 0.99, "confidence": 0.9, "slump_confidence": None, "class_balanced": False,
-        "collapse_below": 1e-4, "strong": {}}
+SEMI = {"name": "mean_teacher", "method": "mean_teacher", "unlabelled_ratio": 1.0,
+        "weight": 1.0, "rampup_epochs": 0, "ema_decay": 0.99, "confidence": 0.9,
+        "slump_confidence": None, "class_balanced": False, "collapse_below": 1e-4, "strong": {}}
 PIXELDINO = {"prototypes": 8, "teacher_temperature": 0.5, "center_momentum": 0.9}
 
 
@@ -77,7 +77,7 @@ def test_class_balanced_pseudo_labels_weigh_rare_slumps_like_background():
     ("pixeldino", "labels alone"),
 ])
 def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method, remedy):
-    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "name": method})
+    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "method": method})
     monkeypatch.setattr(task, "rampup", lambda: 1.0)
     logged = {}
     monkeypatch.setattr(task, "log", lambda key, value, **_: logged.__setitem__(key, value))
@@ -97,7 +97,7 @@ def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method,
 
 
 def test_the_teacher_is_not_part_of_the_exported_network():
-    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "name": "pixeldino"})
+    task = SemiSupervisedTask(RESNET, {**SEMI, **PIXELDINO, "method": "pixeldino"})
     exported = set(task.net.state_dict())
     assert not any(k.startswith(("teacher", "embedding")) for k in exported)
     assert all(not p.requires_grad for p in task.teacher.parameters())

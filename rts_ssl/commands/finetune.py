@@ -125,7 +125,7 @@ def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict
     """The semi-supervised method and its unlabelled data; ``(None, None)`` for semi=none."""
     semi = OmegaConf.to_container(cfg.semi, resolve=True)
     unlabelled = cfg.get("unlabelled")
-    if semi["name"] == "none":
+    if semi["method"] == "none":
         if unlabelled:
             log.warning("unlabelled=%s is not read: semi=none", unlabelled.name)
         return None, None

@@ -55,21 +55,21 @@ COLLAPSE_REMEDY = {
 
 class SemiSupervisedTask(SegmentationTask):
     """:class:`SegmentationTask` whose training batches are ``{"labelled", "unlabelled"}``;
-    ``semi`` is a ``conf/semi/`` config (method ``name`` and its settings)."""
+    ``semi`` is a ``conf/semi/`` config (its ``method`` and settings)."""
 
     def __init__(self, encoder: dict, semi: dict, **kwargs) -> None:
         super().__init__(encoder, **kwargs)
-        if semi["name"] not in METHODS[1:]:
-            raise ValueError(f"unknown semi-supervised method {semi['name']!r} "
+        if semi["method"] not in METHODS[1:]:
+            raise ValueError(f"unknown semi-supervised method {semi['method']!r} "
                              f"({', '.join(METHODS)})")
         self.semi = dict(semi)
         # a confident slump pseudo-label: at p >= this; background at p <= 1 - confidence
         self.slump_confidence = (semi["confidence"] if semi["slump_confidence"] is None
                                  else semi["slump_confidence"])
         self.strong = strong_view_transform(**semi.get("strong") or {})
-        self.teacher = None if semi["name"] == "fixmatch" else _frozen_copy(self.net)
+        self.teacher = None if semi["method"] == "fixmatch" else _frozen_copy(self.net)
         self.embedding = self.teacher_embedding = self.dino = None
-        if semi["name"] == "pixeldino":
+        if semi["method"] == "pixeldino":
             self.embedding = nn.Conv2d(self.net.feature_channels, semi["prototypes"], 1)
             self.teacher_embedding = _frozen_copy(self.embedding)
             temperature = semi["teacher_temperature"]
@@ -106,9 +106,9 @@ class SemiSupervisedTask(SegmentationTask):
             strong = self.strong(image)
             target_logits, target_features = self._teacher(image)
         logits, features = self.net.forward_features(strong)
-        if self.semi["name"] == "pixeldino":
+        if self.semi["method"] == "pixeldino":
             loss = self._pixel_dino(target_features, features, valid)
-        elif self.semi["name"] == "fixmatch":
+        elif self.semi["method"] == "fixmatch":
             loss = pseudo_label_loss(target_logits, logits, valid, self.semi["confidence"],
                                      self.slump_confidence, self.semi["class_balanced"])
         else:
@@ -137,7 +137,7 @@ class SemiSupervisedTask(SegmentationTask):
         if collapsed:
             log.warning("epoch %d: the teacher's confident pixel pseudo-labels are %.2g slump "
                         "(below %.2g): collapsed to background; %s", self.current_epoch, share,
-                        self.semi["collapse_below"], COLLAPSE_REMEDY[self.semi["name"]])
+                        self.semi["collapse_below"], COLLAPSE_REMEDY[self.semi["method"]])
 
     def _teacher(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.teacher is None:  # fixmatch: the student on the unaugmented crop
