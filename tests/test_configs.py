@@ -130,9 +130,11 @@ def test_config_checks_name_the_key_and_the_range():
                                 ("head.lr=-1", "head.lr: -1 is not a learning rate > 0"),
                                 ("input_size=64.5", "input_size: 64.5 is not an integer"),
                                 ("data.tiles.overlap=512", "data.tiles.overlap: 512 must be "
-                                 "smaller than data.tiles.size")]:
+                                 "smaller than data.tiles.size"),
+                                ("semi=fixmatch_share semi.slump_share=0", "semi.slump_share: 0 "
+                                 "is not a share in (0, 1] or null")]:
             with pytest.raises(InputError, match=re.escape(words)):
-                check_config(compose("finetune", overrides=[override]))
+                check_config(compose("finetune", overrides=override.split()))
 
 
 def test_callbacks_and_logger_are_config_groups_with_targets():

@@ -103,10 +103,10 @@ def test_bench_semi_times_each_method_against_supervised(tmp_path):
     root = prepared_dataset(tmp_path / "fake")
     bands = yaml.safe_load((root / "prepared" / "dataset.yaml").read_text())["bands"]
     data = {"name": "fake", "bands": bands, "prepared": str(root / "prepared")}
-    method = {"name": "fixmatch", "method": "fixmatch", "unlabelled_ratio": 0.5, "weight": 1.0,
-              "rampup_epochs": 1, "ema_decay": 0.99, "confidence": 0.95,
-              "slump_confidence": None, "class_balanced": False, "collapse_below": 1e-4,
-              "strong": {}}
+    from test_semi import SEMI
+
+    method = {**SEMI, "name": "fixmatch", "method": "fixmatch", "unlabelled_ratio": 0.5,
+              "rampup_epochs": 1}
     figures = semi.run(data, tmp_path / "work", {"fixmatch": method}, size=32, batch=4,
                        steps=2, warmup=1)
     assert figures["supervised"] > 0 and figures["fixmatch"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,12 +16,13 @@ from cli import run_command
 from torch import nn
 
 from fakes import prepared_dataset
-from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_loss
+from rts_ssl.models.semi import SemiSupervisedTask, ema_update, pseudo_label_loss, pseudo_labels
 
 RESNET = {"name": "resnet18", "timm_name": "resnet18", "in_chans": 4, "input_size": 32}
-SEMI = {"name": "mean_teacher", "method": "mean_teacher", "unlabelled_ratio": 1.0,
-        "weight": 1.0, "rampup_epochs": 0, "ema_decay": 0.99, "confidence": 0.9,
-        "slump_confidence": None, "class_balanced": False, "collapse_below": 1e-4, "strong": {}}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# conf/semi/mean_teacher.yaml (every method's base: it holds every key) without the ramp-up
+SEMI = {**yaml.safe_load((CONF / "semi" / "mean_teacher.yaml").read_text()),
+        "rampup_epochs": 0, "confidence": 0.9, "strong": {}}
 PIXELDINO = {"prototypes": 8, "teacher_temperature": 0.5, "center_momentum": 0.9}
 
 
@@ -41,15 +43,35 @@ def test_pseudo_labels_only_on_confident_pixels_with_data():
     target = torch.logit(probs)[:, None]
     logits = torch.tensor([[[[0.3, -0.2, 5.0, -9.0]]]], requires_grad=True)
     valid = torch.tensor([[[True, True, True, False]]])
-    loss = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.9)
+    slump, background = pseudo_labels(target, valid, confidence=0.9, slump_confidence=0.9)
+    assert slump.tolist() == [[[True, False, False, False]]]
+    assert background.tolist() == [[[False, True, False, False]]]
+    loss = pseudo_label_loss(logits, slump, background)
     expected = F.binary_cross_entropy_with_logits(torch.tensor([0.3, -0.2]),
                                                   torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert logits.grad[0, 0, 0, 2] == 0 and logits.grad[0, 0, 0, 3] == 0
-    unsure = pseudo_label_loss(torch.zeros(1, 1, 1, 4), logits, valid, confidence=0.9,
-                               slump_confidence=0.9)
+    unsure = pseudo_label_loss(logits, *pseudo_labels(torch.zeros(1, 1, 1, 4), valid,
+                                                      confidence=0.9, slump_confidence=0.9))
     assert unsure.item() == 0 and unsure.requires_grad  # nothing confident: no signal
+
+
+def test_slump_share_keeps_each_crops_most_probable_pixels_as_slump():
+    """Crop 0: five of ten pixels pass the 0.5 bar, a 20 % share keeps its top two (the one
+    without data does not count, nor is it kept); crop 1: one slump, under its share."""
+    probs = torch.tensor([[[0.9, 0.6, 0.99, 0.7, 0.8, 0.01, 0.02, 0.3, 0.01, 0.97]],
+                          [[0.6, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]]])
+    valid = torch.ones(2, 1, 10, dtype=torch.bool)
+    valid[0, 0, 2] = False
+    slump, background = pseudo_labels(torch.logit(probs)[:, None], valid, confidence=0.95,
+                                      slump_confidence=0.5, slump_share=0.2)
+    assert slump[0, 0].nonzero().flatten().tolist() == [0, 9]
+    assert slump[1, 0].nonzero().flatten().tolist() == [0]
+    assert background[0, 0].nonzero().flatten().tolist() == [5, 6, 8]  # 0.6-0.8: no label
+    uncapped, _ = pseudo_labels(torch.logit(probs)[:, None], valid, confidence=0.95,
+                                slump_confidence=0.5)
+    assert uncapped[0, 0].nonzero().flatten().tolist() == [0, 1, 3, 4, 9]
 
 
 def test_class_balanced_pseudo_labels_weigh_rare_slumps_like_background():
@@ -62,12 +84,12 @@ def test_class_balanced_pseudo_labels_weigh_rare_slumps_like_background():
     logits[..., 1:] = -4.0  # the student: right on background, unsure on the slump
     valid = torch.ones(1, 1, 10, dtype=torch.bool)
     unsure_slump, bce_slump = math.log(2), F.softplus(torch.tensor(-4.0)).item()
-    strict = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.9)
+    strict = pseudo_label_loss(logits, *pseudo_labels(target, valid, 0.9, 0.9))
     assert strict.item() == pytest.approx(bce_slump, rel=1e-5)  # background only
-    plain = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.5)
+    labels = pseudo_labels(target, valid, confidence=0.9, slump_confidence=0.5)
+    plain = pseudo_label_loss(logits, *labels)
     assert plain.item() == pytest.approx((unsure_slump + 9 * bce_slump) / 10, rel=1e-5)
-    balanced = pseudo_label_loss(target, logits, valid, confidence=0.9, slump_confidence=0.5,
-                                 class_balanced=True)
+    balanced = pseudo_label_loss(logits, *labels, class_balanced=True)
     assert balanced.item() == pytest.approx((unsure_slump + bce_slump) / 2, rel=1e-5)
 
 
@@ -83,7 +105,8 @@ def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method,
     monkeypatch.setattr(task, "log", lambda key, value, **_: logged.__setitem__(key, value))
     monkeypatch.setattr(task, "log_dict", lambda values, **_: logged.update(values))
     background = torch.full((2, 1, 8, 8), -9.0)  # the teacher says "no slump" everywhere
-    task._watch(background, background, torch.ones(2, 8, 8, dtype=torch.bool))
+    valid = torch.ones(2, 8, 8, dtype=torch.bool)
+    task._watch(background, background, valid, task.pseudo_labels(background, valid))
     assert logged["semi/pseudo_positive"] == 0 and logged["semi/agreement"] == 1
     with caplog.at_level(logging.WARNING):
         task.on_train_epoch_end()
@@ -91,7 +114,7 @@ def test_collapse_to_background_warns_and_is_logged(caplog, monkeypatch, method,
     assert remedy in caplog.text
     slumps = background.clone()
     slumps[:, :, :2] = 9.0  # a quarter of the pixels: a healthy share
-    task._watch(slumps, background, torch.ones(2, 8, 8, dtype=torch.bool))
+    task._watch(slumps, background, valid, task.pseudo_labels(slumps, valid))
     task.on_train_epoch_end()
     assert logged["semi/collapsed"] == 0.0
 
@@ -145,7 +168,7 @@ def result(logs):
 
 
 @pytest.mark.parametrize(("method", "encoder", "mode"), [
-    ("mean_teacher", "resnet18", "full"), ("fixmatch", "resnet18", "frozen"),
+    ("mean_teacher", "resnet18", "full"), ("fixmatch_share", "resnet18", "frozen"),
     ("pixeldino", "resnet18", "full"), ("pixeldino", "vit_tiny", "linear")])
 def test_cli_semi_supervised_run_has_finite_loss_terms(fake_data, tmp_path, method, encoder,
                                                        mode):
@@ -183,6 +206,10 @@ def test_cli_semi_refuses_other_bands_and_missing_unlabelled(fake_data, tmp_path
     rule = finetune(fake_data, tmp_path, "semi=mean_teacher", "unlabelled=fake",
                     "encoder=spectral_rule")
     assert rule.returncode == 2 and "use semi=none" in rule.stderr
+    unknown = finetune(fake_data, tmp_path, "semi=mean_teacher", "semi.method=meanteacher",
+                       "unlabelled=fake")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "semi.method: 'meanteacher' is not a semi-supervised method" in unknown.stderr
 
 
 def test_cli_curve_gains_a_line_per_semi_supervised_method(fake_data, tmp_path):

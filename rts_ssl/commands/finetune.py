@@ -25,7 +25,7 @@ from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
-from rts_ssl.models.semi import SemiSupervisedTask
+from rts_ssl.models.semi import METHODS, SemiSupervisedTask
 from rts_ssl.models.spectral_rule import SpectralRule
 from rts_ssl.training import build_trainer
 
@@ -125,6 +125,10 @@ def _semi_supervision(cfg: DictConfig, encoder: dict) -> tuple[dict | None, dict
     """The semi-supervised method and its unlabelled data; ``(None, None)`` for semi=none."""
     semi = OmegaConf.to_container(cfg.semi, resolve=True)
     unlabelled = cfg.get("unlabelled")
+    if semi.get("method") not in METHODS:
+        raise InputError("semi.method", f"{semi.get('method')!r} is not a semi-supervised "
+                         f"method ({', '.join(METHODS)}); a conf/semi/ config sets it or "
+                         "inherits it (defaults: [<method>])")
     if semi["method"] == "none":
         if unlabelled:
             log.warning("unlabelled=%s is not read: semi=none", unlabelled.name)

@@ -8,7 +8,8 @@ any band count). Methods (``conf/semi/``):
   (EMA) of the student; soft targets (squared difference of slump probabilities) on every
   pixel with data.
 - ``fixmatch`` (Sohn et al. 2020): the student itself, without gradients, is the teacher;
-  hard pseudo-labels on the pixels it is confident about (``confidence``).
+  hard pseudo-labels on the pixels it is confident about (``confidence``; for slumps
+  ``slump_confidence``, at most ``slump_share`` of a crop's pixels).
 - ``pixeldino`` (Heidler et al. 2024): EMA teacher; teacher and student map every pixel to
   ``prototypes`` pseudo-classes (a 1 x 1 convolution on the features the segmentation head
   reads); the student matches the teacher's centred, sharpened assignment (lightly's
@@ -105,17 +106,17 @@ class SemiSupervisedTask(SegmentationTask):
         with torch.no_grad():
             strong = self.strong(image)
             target_logits, target_features = self._teacher(image)
+            labels = self.pseudo_labels(target_logits, valid)
         logits, features = self.net.forward_features(strong)
         if self.semi["method"] == "pixeldino":
             loss = self._pixel_dino(target_features, features, valid)
         elif self.semi["method"] == "fixmatch":
-            loss = pseudo_label_loss(target_logits, logits, valid, self.semi["confidence"],
-                                     self.slump_confidence, self.semi["class_balanced"])
+            loss = pseudo_label_loss(logits, *labels, self.semi["class_balanced"])
         else:
             loss = ((torch.sigmoid(logits) - torch.sigmoid(target_logits)) ** 2).squeeze(1)
             loss = loss[valid].mean() if valid.any() else loss.sum() * 0
         weight = self.consistency_weight()
-        self._watch(target_logits, logits, valid)
+        self._watch(target_logits, logits, valid, labels)
         self.log_dict({"semi/loss": loss, "semi/weight": weight}, on_step=True, on_epoch=True,
                       batch_size=len(image))
         return supervised + weight * loss
@@ -158,14 +159,20 @@ class SemiSupervisedTask(SegmentationTask):
         # DINOLoss pairs views of different indices: the one pair is given twice
         return self.dino([teacher, teacher], [student, student])
 
-    def _watch(self, target_logits: torch.Tensor, logits: torch.Tensor,
-               valid: torch.Tensor) -> None:
+    def pseudo_labels(self, target_logits: torch.Tensor,
+                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's confident (slump, background) pixels at this config's bars."""
+        return pseudo_labels(target_logits, valid, self.semi["confidence"],
+                             self.slump_confidence, self.semi["slump_share"])
+
+    def _watch(self, target_logits: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor,
+               labels: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Log the pseudo-labels' slump share and teacher/student agreement."""
         with torch.no_grad():
             target = torch.sigmoid(target_logits.squeeze(1))[valid]
             student = torch.sigmoid(logits.squeeze(1))[valid]
-            slump = (target >= self.slump_confidence).sum()
-            confident = slump + (target <= 1 - self.semi["confidence"]).sum()
+            slump = labels[0].sum()
+            confident = slump + labels[1].sum()
             self._pseudo += torch.stack([slump, confident]).double().cpu()
             agree = ((target >= self.threshold) == (student >= self.threshold)).float()
             self.log_dict({"semi/pseudo_positive": slump / confident.clamp_min(1),
@@ -199,16 +206,29 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
     return teacher
 
 
-def pseudo_label_loss(target_logits: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor,
-                      confidence: float, slump_confidence: float,
-                      class_balanced: bool = False) -> torch.Tensor:
-    """BCE against the teacher's hard labels on its confident pixels with data only: slump
-    at p >= ``slump_confidence``, background at p <= 1 - ``confidence``. ``class_balanced``
-    averages each class's pixels apart and the two means equally, so that a few slump
-    pseudo-labels are not drowned by ~1,000 times as many background ones."""
+def pseudo_labels(target_logits: torch.Tensor, valid: torch.Tensor, confidence: float,
+                  slump_confidence: float, slump_share: float | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels on pixels with data: slump at p >= ``slump_confidence``, background
+    at p <= 1 - ``confidence``, the rest none. ``slump_share`` keeps only each crop's most
+    probable share of pixels as slump (ties included): a teacher unsure of rare slumps calls
+    too many of them at a low bar, and the expected share of slump pixels is known."""
     target = torch.sigmoid(target_logits.squeeze(1))
     slump = valid & (target >= slump_confidence)
+    if slump_share is not None:
+        ranked = target.masked_fill(~valid, -1.0).flatten(1).sort(dim=1, descending=True).values
+        keep = (valid.flatten(1).sum(1) * slump_share).ceil().long().clamp_min(1)
+        bar = ranked.gather(1, keep[:, None] - 1)
+        slump &= target >= bar[:, :, None]
     background = valid & ~slump & (target <= 1 - confidence)
+    return slump, background
+
+
+def pseudo_label_loss(logits: torch.Tensor, slump: torch.Tensor, background: torch.Tensor,
+                      class_balanced: bool = False) -> torch.Tensor:
+    """BCE of the student against hard pseudo-labels (:func:`pseudo_labels`) on their pixels
+    only. ``class_balanced`` averages each class's pixels apart and the two means equally, so
+    that a few slump pseudo-labels are not drowned by ~1,000 times as many background ones."""
     confident = slump | background
     if not confident.any():
         return logits.sum() * 0
