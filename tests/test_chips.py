@@ -1,6 +1,7 @@
 """Chip folders without georeference: JPEG/PNG images + masks or COCO polygons."""
 
 import json
+import logging
 
 import geopandas as gpd
 import numpy as np
@@ -101,12 +102,23 @@ def test_chips_prepare_like_scenes_from_masks_or_coco(tmp_path, labels):
     assert masks[2, 80:].all() and masks[1, 80:].all() and not masks[2, :80].any()
 
 
-def test_pooled_sources_with_their_own_pixel_size(tmp_path):
+def test_pooled_sources_with_their_own_pixel_size(tmp_path, caplog):
     data = make_chips(tmp_path)
     data |= {"labels": str(tmp_path / "coco.json"), "sources": [
         {"scenes": str(tmp_path / "images" / "*_src0_*.jpg"), "pixel_size_m": 3.0},
         {"scenes": str(tmp_path / "images" / "*_src1_*.jpg"), "pixel_size_m": 4.0}]}
-    prepare_dataset(data, tmp_path / "out")
+    with caplog.at_level(logging.WARNING):
+        prepare_dataset(data, tmp_path / "out")
+    # the shared label file's polygons are all used, each by one source
+    assert "touch no scene" not in caplog.text
+    coco = json.loads((tmp_path / "coco.json").read_text())
+    coco["annotations"].append({"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                                "segmentation": [[500, 30, 530, 30, 530, 50, 500, 50]]})
+    (tmp_path / "coco.json").write_text(json.dumps(coco))  # one polygon beside its chip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_dataset(data, tmp_path / "again")
+    assert "coco.json: 1 of 3 polygons touch no scene and are not used" in caplog.text
     store = TileStore(tmp_path / "out")
     width = (store.tiles["maxx"] - store.tiles["minx"]).groupby(store.tiles["region"]).first()
     assert width.to_dict() == {"src0": 288.0, "src1": 384.0}

@@ -60,17 +60,23 @@ def scene_jobs(data: Mapping) -> list[SceneJob]:
     common = Path(os.path.commonpath([os.path.abspath(p.parent) for paths in found
                                       for p in paths]))
     jobs = []
+    used: dict[str, tuple[set[int], int]] = {}  # label file: polygons used, polygons in it
     for source, paths in zip(sources, found, strict=True):
         source_jobs = [_scene_job(path, common, source, _scene_table(source))
                        for path in paths]
         if source.get("labels") and source.get("masks"):
             raise InputError("data", "set either labels (polygons) or masks (rasters), not both")
         if source.get("labels"):
-            _attach_labels(source_jobs, source)
+            touched, total = _attach_labels(source_jobs, source)
+            used.setdefault(str(source["labels"]), (set(), total))[0].update(touched)
         if source.get("masks"):
             scenes_root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in paths]))
             _attach_masks(source_jobs, scenes_root, Path(source["masks"]))
         jobs += source_jobs
+    for labels_path, (touched, total) in used.items():  # sources may share a label file
+        if len(touched) < total:
+            log.warning("%s: %d of %d polygons touch no scene and are not used", labels_path,
+                        total - len(touched), total)
     _assign_places(jobs)
     return jobs
 
@@ -155,7 +161,9 @@ def _attach_masks(jobs: list[SceneJob], scenes_root: Path, masks_root: Path) -> 
         raise InputError(masks_root, "holds no mask named like a scene (<scene>_mask.tif)")
 
 
-def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
+def _attach_labels(jobs: list[SceneJob], data: Mapping) -> tuple[set[int], int]:
+    """Each scene's polygons; returns which of the file's polygons (by row) touched a scene,
+    and how many it holds."""
     labels_path = data["labels"]
     polygons = read_polygons(labels_path, data.get("labels_layer"), data.get("pixel_size_m"))
     if polygons.empty:
@@ -176,6 +184,4 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> None:
     if readable and not touched:
         raise InputError(labels_path, f"none of its {len(polygons)} polygons touches a scene "
                          "(wrong CRS, image_id or scenes?)")
-    if len(touched) < len(polygons):
-        log.warning("%s: %d of %d polygons touch no scene and are not used", labels_path,
-                    len(polygons) - len(touched), len(polygons))
+    return touched, len(polygons)
