@@ -64,6 +64,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "window": (_optional(_integer(8)), "an integer >= 8 (px) or null"),
     "overlap": (_integer(0), "an integer >= 0 (px)"),
     "min_area_m2": (_number(0, INF), "an area >= 0"),
+    "data.resolution_m": (_optional(_number(0, INF, low_open=True)),
+                          "a pixel size > 0 (m) or null"),
     "semi.slump_share": (_optional(FRACTION), "a share in (0, 1] or null"),
 }
 # (smaller key, larger key): the first must stay below the second

@@ -165,8 +165,8 @@ def test_snow_dates_do_not_set_the_normalisation_scale(tmp_path):
     assert all(880 < m < 920 for m in stats.mean)
 
 
-def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path):
-
+def export_six_band_model(directory, **metadata):
+    """An exported random-init U-Net on B2-B8 + the terrain bands of ``AUX``."""
     from rts_ssl.data.normalization import BandStats
     from rts_ssl.models.encoders import EncoderSpec
     from rts_ssl.models.export import export_model
@@ -175,9 +175,13 @@ def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path
     bands = ["B2", "B3", "B4", "B8", "slope", "relative_elevation"]
     spec = EncoderSpec("resnet18", "resnet18", 6, 64)
     stats = BandStats(tuple(bands), (0,) * 6, (6000,) * 6, (1000,) * 6, (500,) * 6)
-    model = export_model(tmp_path / "model", build_segmentation(spec, "full"), spec, {
+    return export_model(directory, build_segmentation(spec, "full"), spec, {
         "bands": bands, "normalization": stats.to_dict(), "threshold": 0.5, "input_size": 64,
-        "mode": "full", "auxiliary": AUX})
+        "mode": "full", "auxiliary": AUX, **metadata})
+
+
+def test_predict_finds_the_auxiliary_rasters_the_model_was_trained_with(tmp_path):
+    model = export_six_band_model(tmp_path / "model")
     scene_with_dem(tmp_path, "a")
     scene_with_dem(tmp_path, "b")
     (tmp_path / "dem" / "b.tif").unlink()

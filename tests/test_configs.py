@@ -131,6 +131,8 @@ def test_config_checks_name_the_key_and_the_range():
                                 ("input_size=64.5", "input_size: 64.5 is not an integer"),
                                 ("data.tiles.overlap=512", "data.tiles.overlap: 512 must be "
                                  "smaller than data.tiles.size"),
+                                ("data.resolution_m=0", "data.resolution_m: 0 is not a "
+                                 "pixel size > 0 (m) or null"),
                                 ("semi=fixmatch_share semi.slump_share=0", "semi.slump_share: 0 "
                                  "is not a share in (0, 1] or null")]:
             with pytest.raises(InputError, match=re.escape(words)):

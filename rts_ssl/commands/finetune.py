@@ -157,6 +157,7 @@ def _finish(task, datamodule, run_dir: Path, fields: dict, metrics: dict, source
         "pretrained_from": str(source) if source else None, "data": data["name"],
         "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
         "auxiliary": used_auxiliary(data, datamodule.bands),
+        "resolution_m": data.get("resolution_m"),
         "train_tiles": len(datamodule.datasets["train"]), "metrics": metrics, **fields,
     }
     directory = export_model(run_dir / "model", task.net, task.spec, metadata)

@@ -42,7 +42,7 @@ class GridMask:
         self.path = Path(raster)
         self._raster = GridRaster(self.path, scene, [1], Resampling.nearest, pixel_size_m,
                                   what=what, must_overlap=same_grid)
-        if same_grid and self._raster.resampled:
+        if same_grid and self._raster.file_grid != scene.file_grid:
             grid = self._raster.describe_grid()
             self._raster.close()
             raise InputError(self.path, f"{what} grid ({grid}) differs from the scene "

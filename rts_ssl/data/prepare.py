@@ -233,7 +233,7 @@ def _settings(data: Mapping) -> dict:
     keys = ("scenes", "sensor", "bands", "band_names", "dem", "dem_radius_m", "labels", "masks",
             "labels_layer", "footprints", "footprints_layer", "id_column", "pattern", "region",
             "tiles", "auxiliary", "offset", "pixel_size_m", "mask_threshold", "scene_table",
-            "scene_table_key", "sources", "nodata")
+            "scene_table_key", "sources", "nodata", "resolution_m")
     return json.loads(json.dumps({k: data.get(k) for k in keys if data.get(k) is not None},
                                  default=str))
 

@@ -81,6 +81,7 @@ class GridRaster:
         self._vrt = None
         try:
             crs, transform = georeference(self._src, self.path, pixel_size_m)
+            self.file_grid = (crs, transform, self._src.width, self._src.height)
             self.indexes = list(indexes or range(1, self._src.count + 1))
             if max(self.indexes) > self._src.count:
                 raise InputError(self.path, f"has {self._src.count} bands, "

@@ -8,6 +8,7 @@ naming the file, so users never see a traceback from inside GDAL.
 from __future__ import annotations
 
 import glob
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,10 @@ import rasterio
 import rasterio.transform
 import rasterio.windows
 from rasterio.coords import BoundingBox
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.transform import from_origin
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -125,6 +129,10 @@ class Scene:
     metadata, else -1000 where the scene's dark pixels carry the offset, see DETECT_DN), or
     None: the file's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` band metadata, else 0.
     ``nodata`` marks no data in files that declare no nodata value (e.g. 0).
+    ``resolution_m`` puts the scene on a grid of that pixel size over the same extent
+    (bilinear; masks and auxiliary rasters follow it): sources of other resolutions pool in
+    one dataset, and a finer grid gives small slumps more pixels. ``file_grid`` is the file's
+    own grid, which raster masks must share.
     """
 
     def __init__(
@@ -139,16 +147,21 @@ class Scene:
         offset: float | str | Mapping | None = None,
         pixel_size_m: float | None = None,
         nodata: float | None = None,
+        resolution_m: float | None = None,
     ) -> None:
         self.path = Path(path)
         self._src = open_raster(self.path, "image")
+        self._pixels = self._src  # what read() reads: the file, or the file resampled
         self.terrain: TerrainSource | None = None
         self._layers: list[tuple[tuple[str, ...], GridRaster]] = []
         try:
             src = self._src
             self.crs, self.transform = georeference(src, self.path, pixel_size_m)
-            self.bands = tuple(bands)
             self.width, self.height = src.width, src.height
+            self.file_grid = (self.crs, self.transform, self.width, self.height)
+            if resolution_m:
+                self._resample(float(resolution_m))
+            self.bands = tuple(bands)
             self.bounds = BoundingBox(*rasterio.transform.array_bounds(
                 self.height, self.width, self.transform))
             self.tags = src.tags()
@@ -170,6 +183,20 @@ class Scene:
             self.close()
             raise
 
+    def _resample(self, size: float) -> None:
+        """The file's pixels on a north-up grid of ``size`` m over the file's extent."""
+        file_transform = self.transform
+        x_size, y_size = abs(file_transform.a), abs(file_transform.e)
+        if math.isclose(x_size, size) and math.isclose(y_size, size):
+            return
+        self.width = max(1, round(self.width * x_size / size))
+        self.height = max(1, round(self.height * y_size / size))
+        self.transform = from_origin(file_transform.c, file_transform.f, size, size)
+        self._pixels = WarpedVRT(self._src, src_crs=self.crs, src_transform=file_transform,
+                                 crs=self.crs, transform=self.transform, width=self.width,
+                                 height=self.height, resampling=Resampling.bilinear,
+                                 nodata=self._src.nodata)
+
     def _open_auxiliary(self, auxiliary: list[Auxiliary]) -> None:
         wanted = set(self.bands)
         for aux in auxiliary:
@@ -187,7 +214,7 @@ class Scene:
     def read(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pixels of the requested bands (nodata set to 0) and a boolean nodata mask."""
         try:
-            data = self._src.read(self.selection.indexes, window=window, masked=True)
+            data = self._pixels.read(self.selection.indexes, window=window, masked=True)
         except (RasterioError, OSError) as err:
             raise InputError(self.path, f"cannot read pixels ({first_line(err)})") from None
         nodata = np.ma.getmaskarray(data).any(axis=0)
@@ -227,6 +254,8 @@ class Scene:
         return tagged_date(self.tags, self.path.name)
 
     def close(self) -> None:
+        if self._pixels is not self._src:
+            self._pixels.close()
         self._src.close()
         for _, raster in self._layers:
             raster.close()
@@ -274,7 +303,8 @@ def scene_options(data: Mapping) -> dict:
     return {"sensor": data.get("sensor"), "band_names": data.get("band_names"),
             "dem": data.get("dem"), "dem_radius_m": float(data.get("dem_radius_m") or RADIUS_M),
             "auxiliary": data.get("auxiliary"), "offset": data.get("offset"),
-            "pixel_size_m": data.get("pixel_size_m"), "nodata": data.get("nodata")}
+            "pixel_size_m": data.get("pixel_size_m"), "nodata": data.get("nodata"),
+            "resolution_m": data.get("resolution_m")}
 
 
 def used_auxiliary(data: Mapping, bands: Sequence[str]) -> list[dict]:

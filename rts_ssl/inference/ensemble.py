@@ -28,6 +28,7 @@ class Ensemble:
     fixed_size: bool  # ViTs only take their training input size
     dem_radius_m: float  # relative_elevation's local-mean radius the models were trained with
     auxiliary: list[dict] = field(default_factory=list)  # rasters paired with each scene
+    resolution_m: float | None = None  # the pixel size scenes were resampled to in training
     model_id: str = ""  # content hash of the weights (of each member's, for an ensemble)
 
     def window_size(self, requested: int | None) -> int:
@@ -52,7 +53,7 @@ class Ensemble:
                    BandStats.from_dict(infos[0]["normalization"]), threshold,
                    int(infos[0]["input_size"]), fixed,
                    float(infos[0].get("dem_radius_m") or RADIUS_M),
-                   list(infos[0].get("auxiliary") or []))
+                   list(infos[0].get("auxiliary") or []), infos[0].get("resolution_m"))
 
 
 def load_ensemble(checkpoint, device: str) -> Ensemble:

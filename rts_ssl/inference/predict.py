@@ -65,7 +65,8 @@ class Prediction:
     def open_scene(self, path: Path) -> Scene:
         """``path`` with the models' bands, read as the models were trained."""
         options = {"dem_radius_m": self.ensemble.dem_radius_m,
-                   "auxiliary": self.ensemble.auxiliary, **self.scene_options}
+                   "auxiliary": self.ensemble.auxiliary,
+                   "resolution_m": self.ensemble.resolution_m, **self.scene_options}
         return Scene(path, self.ensemble.bands, **options)
 
     @classmethod
