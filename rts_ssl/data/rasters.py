@@ -101,10 +101,6 @@ class GridRaster:
             self.close()
             raise
 
-    @property
-    def resampled(self) -> bool:
-        return self._vrt is not None
-
     def describe_grid(self) -> str:
         """The file's own grid, for messages: ``<width>x<height>, <pixel size> m``."""
         return f"{self._src.width}x{self._src.height}, {abs(self._src.transform.a):g} m"
