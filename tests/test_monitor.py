@@ -84,7 +84,7 @@ def red_band_model() -> Prediction:
         net.weight.zero_()
         net.weight[0, 2] = 5.0
         net.bias.fill_(-30.0)
-    return Prediction(Ensemble([net], BANDS, STATS, 0.5, 64, False, 100.0), Windowing(64, 16))
+    return Prediction(Ensemble([net], BANDS, [STATS], 0.5, 64, False, 100.0), Windowing(64, 16))
 
 
 def test_monitor_tracks_one_growing_slump_and_skips_the_hidden_date(tmp_path):

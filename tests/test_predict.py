@@ -53,13 +53,29 @@ def test_sliding_windows_equal_one_big_forward(tmp_path):
     net = torch.nn.Conv2d(4, 1, 1)  # pointwise: windows must reproduce it exactly
     path = write_geotiff(tmp_path / "s.tif", texture_scene(4, 150))
     with Scene(path, BANDS) as scene:
-        parts = list(predict_probabilities(scene, [net], STATS, Windowing(64, 16, 3)))
+        parts = list(predict_probabilities(scene, [net], [STATS], Windowing(64, 16, 3)))
         image, _ = scene.read()
     blended = np.concatenate([rows for _, rows in parts])
     with torch.no_grad():
         full = torch.sigmoid(net(STATS.normalize(torch.from_numpy(image)[None])))[0, 0]
     np.testing.assert_allclose(blended, full.numpy(), atol=1e-5)
     assert [top for top, _ in parts] == sorted(top for top, _ in parts)
+
+
+def test_each_ensemble_member_reads_the_scene_with_its_own_statistics(tmp_path):
+    net = torch.nn.Conv2d(4, 1, 1)
+    other = BandStats(tuple(BANDS), (0,) * 4, (3000,) * 4, (800,) * 4, (200,) * 4)  # a fold's
+    path = write_geotiff(tmp_path / "s.tif", texture_scene(4, 100))
+    with Scene(path, BANDS) as scene:
+        parts = list(predict_probabilities(scene, [net, net], [STATS, other],
+                                           Windowing(64, 16, 3)))
+        image, _ = scene.read()
+    blended = np.concatenate([rows for _, rows in parts])
+    with torch.no_grad():
+        each = [torch.sigmoid(net(stats.normalize(torch.from_numpy(image)[None])))[0, 0]
+                for stats in (STATS, other)]
+    np.testing.assert_allclose(blended, ((each[0] + each[1]) / 2).numpy(), atol=1e-5)
+    assert not np.allclose(each[0].numpy(), each[1].numpy(), atol=1e-2)  # the stats matter
 
 
 
@@ -213,14 +229,17 @@ def test_truncated_tiles_name_gdal_problem_and_hint_names_predict_option(tmp_pat
     assert "plain.tif: bands have no descriptions: name them with band_names=[...]" in log
 
 
-def test_ensemble_models_must_agree_on_bands(tmp_path):
+@pytest.mark.parametrize(("edit", "key"), [(lambda text: text.replace("- nir", "- B11"), "bands"),
+                                            (lambda text: text + "resolution_m: 5.0\n",
+                                             "resolution_m")])
+def test_ensemble_models_must_agree_on_how_they_read_a_scene(tmp_path, edit, key):
     first = export(tmp_path, "a")
     second = export(tmp_path, "b", seed=1)
-    info = (second / "model.yaml").read_text().replace("- nir", "- B11")
-    (second / "model.yaml").write_text(info)
+    (second / "model.yaml").write_text(edit((second / "model.yaml").read_text()))
     scene = scene_with_border(tmp_path / "s.tif")
     done = predict(f"[{first},{second}]", scene, tmp_path / "out")
-    assert done.returncode == 2 and "ensemble models disagree on bands" in done.stderr
+    assert done.returncode == 2 and f"ensemble models disagree on {key}" in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):

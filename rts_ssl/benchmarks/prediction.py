@@ -65,7 +65,7 @@ def speed(model: Path, scene: Path, workdir: Path, windowing: Windowing,
     @torch.no_grad()
     def bare(batches) -> None:
         for images, nodata in batches:
-            torch.sigmoid(ensemble.models[0](ensemble.stats.normalize(images, nodata)))
+            torch.sigmoid(ensemble.models[0](ensemble.stats[0].normalize(images, nodata)))
 
     bare(batches[:1])
     times = {"end_to_end": [], "bare": []}

@@ -1,5 +1,5 @@
 """Fine-tuned models loaded for prediction: one model directory, or several that agree on
-their bands (an ensemble, probabilities averaged)."""
+what they read (an ensemble, probabilities averaged)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from rts_ssl.models.export import load_model, weights_id
 
 @dataclass
 class Ensemble:
-    """Models that agree on bands; their threshold and normalisation come from the first."""
+    """Models that agree on how a scene is read (:func:`scene_reading`); each normalises it
+    with its own training statistics (folds differ), their thresholds are averaged."""
 
     models: list[nn.Module]
     bands: list[str]
-    stats: BandStats
+    stats: list[BandStats]  # one per model
     threshold: float
     input_size: int
     fixed_size: bool  # ViTs only take their training input size
@@ -43,17 +44,26 @@ class Ensemble:
     @classmethod
     def from_models(cls, loaded: Sequence[tuple[nn.Module, dict]], sources: Sequence) -> Ensemble:
         infos = [info for _, info in loaded]
+        first = scene_reading(infos[0])
         for info, source in zip(infos[1:], sources[1:], strict=True):
-            if info["bands"] != infos[0]["bands"]:
-                raise InputError(source, f"ensemble models disagree on bands: {info['bands']} "
-                                 f"vs {infos[0]['bands']} ({sources[0]})")
+            for key, value in scene_reading(info).items():
+                if value != first[key]:
+                    raise InputError(source, f"ensemble models disagree on {key}: {value} "
+                                     f"vs {first[key]} ({sources[0]})")
         threshold = float(np.mean([info["threshold"] for info in infos]))
         fixed = any(info["architecture"].get("patch_size") for info in infos)
-        return cls([m for m, _ in loaded], list(infos[0]["bands"]),
-                   BandStats.from_dict(infos[0]["normalization"]), threshold,
-                   int(infos[0]["input_size"]), fixed,
-                   float(infos[0].get("dem_radius_m") or RADIUS_M),
-                   list(infos[0].get("auxiliary") or []), infos[0].get("resolution_m"))
+        return cls([m for m, _ in loaded], first["bands"],
+                   [BandStats.from_dict(info["normalization"]) for info in infos], threshold,
+                   int(infos[0]["input_size"]), fixed, first["dem_radius_m"],
+                   first["auxiliary"], first["resolution_m"])
+
+
+def scene_reading(info: dict) -> dict:
+    """How a model reads a scene, from its model.yaml (defaults for keys older models lack):
+    one reading serves every member of an ensemble."""
+    return {"bands": list(info["bands"]), "auxiliary": list(info.get("auxiliary") or []),
+            "dem_radius_m": float(info.get("dem_radius_m") or RADIUS_M),
+            "resolution_m": info.get("resolution_m")}
 
 
 def load_ensemble(checkpoint, device: str) -> Ensemble:

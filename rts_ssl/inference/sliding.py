@@ -79,7 +79,7 @@ def read_padded(scene: Scene, row: int, col: int, height: int,
 def predict_probabilities(
     scene: Scene,
     models: Sequence[torch.nn.Module],
-    stats: BandStats,
+    stats: Sequence[BandStats],
     windowing: Windowing,
     device: str = "cpu",
     on_rows: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
@@ -182,8 +182,10 @@ def _batches(strip: np.ndarray, nodata: np.ndarray, cols: list[int], offset: int
 
 
 @torch.no_grad()
-def _forward(models, stats: BandStats, images, nodata, device) -> np.ndarray:
-    """Mean sigmoid probability of the ensemble, ``(B, H, W)``."""
-    x = stats.normalize(images.to(device), nodata.to(device))
-    total = sum(torch.sigmoid(model(x)).squeeze(1) for model in models)
+def _forward(models, stats: Sequence[BandStats], images, nodata, device) -> np.ndarray:
+    """Mean sigmoid probability of the ensemble, ``(B, H, W)``, each model's input
+    normalised with its own statistics."""
+    images, nodata = images.to(device), nodata.to(device)
+    total = sum(torch.sigmoid(model(member.normalize(images, nodata))).squeeze(1)
+                for model, member in zip(models, stats, strict=True))
     return (total / len(models)).cpu().numpy()
