@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from affine import Affine
 from cli import run_command
 from test_auxiliary import AUX, export_six_band_model, scene_with_dem
 
@@ -43,6 +44,27 @@ def test_a_scene_at_half_its_pixel_size_has_four_times_the_pixels(tmp_path):
     assert inside.sum() == 4 * 60 and inside[20:40, 60:72].all()  # nearest: each pixel 2 x 2
     with Scene(path, ["B2"], band_names=NAMES, resolution_m=3.0) as native:
         assert native.width == 64 and native.file_grid[1] == native.transform
+
+
+@pytest.mark.parametrize("declared", [0, None])  # in the file, or only in the config
+def test_no_data_at_a_scenes_edge_is_not_blended_into_its_neighbours(tmp_path, declared):
+    image = np.full((4, 32, 32), 1000, np.uint16)
+    image[:, :, :8] = 0  # no data on the left
+    path = write_geotiff(tmp_path / "a.tif", image, nodata=declared, descriptions=None)
+    with Scene(path, NAMES, band_names=NAMES, nodata=0, resolution_m=1.5) as scene:
+        values, nodata = scene.read()
+    assert values.shape == (4, 64, 64)
+    assert nodata[:, :16].all() and not nodata[:, 16:].any()
+    assert (values[:, :, 16:] == 1000).all()  # the valid pixels keep their value
+
+
+def test_a_rotated_image_is_not_resampled_onto_north_up_axes(tmp_path):
+    path = tmp_path / "rotated.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint16",
+                       crs="EPSG:32608", transform=Affine(3, 1, ORIGIN[0], 1, -3, ORIGIN[1])):
+        pass
+    with pytest.raises(InputError, match=r"rotated\.tif: resolution_m needs a north-up image"):
+        Scene(path, ["B2"], band_names=["B2"], resolution_m=1.5)
 
 
 def test_a_mask_must_share_the_files_grid_even_when_resampled(tmp_path):

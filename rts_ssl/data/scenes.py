@@ -129,8 +129,8 @@ class Scene:
     metadata, else -1000 where the scene's dark pixels carry the offset, see DETECT_DN), or
     None: the file's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` band metadata, else 0.
     ``nodata`` marks no data in files that declare no nodata value (e.g. 0).
-    ``resolution_m`` puts the scene on a grid of that pixel size over the same extent
-    (bilinear; masks and auxiliary rasters follow it): sources of other resolutions pool in
+    ``resolution_m`` puts a north-up scene on a grid of that pixel size over the same extent
+    (bilinear over valid pixels; masks and auxiliary rasters follow it): sources of other resolutions pool in
     one dataset, and a finer grid gives small slumps more pixels. ``file_grid`` is the file's
     own grid, which raster masks must share.
     """
@@ -160,7 +160,7 @@ class Scene:
             self.width, self.height = src.width, src.height
             self.file_grid = (self.crs, self.transform, self.width, self.height)
             if resolution_m:
-                self._resample(float(resolution_m))
+                self._resample(float(resolution_m), nodata)
             self.bands = tuple(bands)
             self.bounds = BoundingBox(*rasterio.transform.array_bounds(
                 self.height, self.width, self.transform))
@@ -183,19 +183,24 @@ class Scene:
             self.close()
             raise
 
-    def _resample(self, size: float) -> None:
-        """The file's pixels on a north-up grid of ``size`` m over the file's extent."""
+    def _resample(self, size: float, nodata: float | None) -> None:
+        """The file's pixels on a north-up grid of ``size`` m over the file's extent; no-data
+        pixels (the file's, else ``nodata``) take no part in the interpolation."""
         file_transform = self.transform
+        if file_transform.b or file_transform.d:
+            raise InputError(self.path, "resolution_m needs a north-up image; this one's grid "
+                             "is rotated (warp it first, e.g. gdalwarp)")
         x_size, y_size = abs(file_transform.a), abs(file_transform.e)
         if math.isclose(x_size, size) and math.isclose(y_size, size):
             return
         self.width = max(1, round(self.width * x_size / size))
         self.height = max(1, round(self.height * y_size / size))
         self.transform = from_origin(file_transform.c, file_transform.f, size, size)
+        missing = nodata if self._src.nodata is None else self._src.nodata
         self._pixels = WarpedVRT(self._src, src_crs=self.crs, src_transform=file_transform,
                                  crs=self.crs, transform=self.transform, width=self.width,
                                  height=self.height, resampling=Resampling.bilinear,
-                                 nodata=self._src.nodata)
+                                 src_nodata=missing, nodata=missing)
 
     def _open_auxiliary(self, auxiliary: list[Auxiliary]) -> None:
         wanted = set(self.bands)
