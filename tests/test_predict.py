@@ -242,6 +242,28 @@ def test_ensemble_models_must_agree_on_how_they_read_a_scene(tmp_path, edit, key
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def export_vit(tmp_path, name, input_size):
+    spec = EncoderSpec("vit_tiny", "vit_tiny_patch16_224", 4, input_size, 8)
+    meta = {"bands": BANDS, "normalization": STATS.to_dict(), "threshold": 0.5,
+            "input_size": input_size, "mode": "full"}
+    return export_model(tmp_path / name, build_segmentation(spec, "full"), spec, meta)
+
+
+def test_an_ensemble_with_a_vit_predicts_in_the_vits_window_size(tmp_path):
+    scene = scene_with_border(tmp_path / "s.tif", size=100)
+    members = f"[{export(tmp_path, 'cnn')},{export_vit(tmp_path, 'vit', 32)}]"
+    done = run_command("predict", f"model={members}", f"input={scene}",
+                       f"output={tmp_path / 'out'}", "overlap=8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with rasterio.open(tmp_path / "out" / "s_probability.tif") as src:
+        assert src.shape == (100, 100)
+
+    other = export_vit(tmp_path, "vit64", 64)
+    done = predict(f"[{members[1:-1]},{other}]", scene, tmp_path / "out2")
+    assert done.returncode == 2
+    assert "vit64: ensemble ViT models take different input sizes: 64 vs 32 px" in done.stderr
+
+
 def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
     import json
 

@@ -130,9 +130,9 @@ class Scene:
     None: the file's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` band metadata, else 0.
     ``nodata`` marks no data in files that declare no nodata value (e.g. 0).
     ``resolution_m`` puts a north-up scene on a grid of that pixel size over the same extent
-    (bilinear over valid pixels; masks and auxiliary rasters follow it): sources of other resolutions pool in
-    one dataset, and a finer grid gives small slumps more pixels. ``file_grid`` is the file's
-    own grid, which raster masks must share.
+    (bilinear over valid pixels; masks and auxiliary rasters follow it): sources of other
+    resolutions pool in one dataset, and a finer grid gives small slumps more pixels.
+    ``file_grid`` is the file's own grid, which raster masks must share.
     """
 
     def __init__(

@@ -50,11 +50,18 @@ class Ensemble:
                 if value != first[key]:
                     raise InputError(source, f"ensemble models disagree on {key}: {value} "
                                      f"vs {first[key]} ({sources[0]})")
+        vits = [(int(info["input_size"]), source)
+                for info, source in zip(infos, sources, strict=True)
+                if info["architecture"].get("patch_size")]
+        for size, source in vits[1:]:
+            if size != vits[0][0]:
+                raise InputError(source, f"ensemble ViT models take different input sizes: "
+                                 f"{size} vs {vits[0][0]} px ({vits[0][1]})")
         threshold = float(np.mean([info["threshold"] for info in infos]))
-        fixed = any(info["architecture"].get("patch_size") for info in infos)
+        input_size = vits[0][0] if vits else int(infos[0]["input_size"])  # windows fit ViTs
         return cls([m for m, _ in loaded], first["bands"],
                    [BandStats.from_dict(info["normalization"]) for info in infos], threshold,
-                   int(infos[0]["input_size"]), fixed, first["dem_radius_m"],
+                   input_size, bool(vits), first["dem_radius_m"],
                    first["auxiliary"], first["resolution_m"])
 
 
