@@ -59,6 +59,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "balance": (_optional(SHARE), "a share in [0, 1] or null"),
     "slump_crops": (SHARE, "a share in [0, 1]"),
     "iou_threshold": (FRACTION, "an IoU in (0, 1]"),
+    "threshold": (_optional(FRACTION), "a probability in (0, 1] or null"),
+    "thresholds": (_optional(_each(FRACTION)), "a list of probabilities in (0, 1] or null"),
     "head.lr": (_number(0, INF, low_open=True), "a learning rate > 0"),
     "head.encoder_lr_factor": (_number(0, INF), "a factor >= 0"),
     "window": (_optional(_integer(8)), "an integer >= 8 (px) or null"),

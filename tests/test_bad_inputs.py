@@ -90,6 +90,10 @@ CASES = [
     ("curve", ["fractions=[0.1,2.0]"], 2, "fractions"),
     ("predict", ["model={model}", "input={scene}", "output={out}", "overlap=300",
                  "window=256"], 2, "overlap: 300 must be smaller than window (256)"),
+    ("predict", ["model={model}", "input={scene}", "output={out}", "threshold=1.5"], 2,
+     "threshold: 1.5 is not a probability in (0, 1] or null"),
+    ("evaluate", ["model={model}", "input={scene}", "masks={scene}", "output={out}",
+                  "thresholds=[0.5,0]"], 2, "thresholds: [0.5, 0] is not a list of probabilities"),
     ("volume", ["dem_before={missing}", "dem_after={scene}", "polygons={empty_file}",
                 "output={out}"], 2, "missing.tif"),
     # outputs where this user may not write

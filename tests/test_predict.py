@@ -242,6 +242,22 @@ def test_ensemble_models_must_agree_on_how_they_read_a_scene(tmp_path, edit, key
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_dem_radius_matters_only_to_models_that_derive_relative_elevation(tmp_path):
+    from rts_ssl.inference.ensemble import scene_reading
+
+    terrain = ["red", "relative_elevation"]
+    assert scene_reading({"bands": ["red"], "dem_radius_m": 50})["dem_radius_m"] is None
+    assert scene_reading({"bands": terrain, "dem_radius_m": 50})["dem_radius_m"] == 50.0
+    assert scene_reading({"bands": terrain})["dem_radius_m"] == 100.0  # older models
+    from_raster = [{"path": "../dem/{stem}.tif", "bands": ["slope", "relative_elevation"]}]
+    assert scene_reading({"bands": terrain, "auxiliary": from_raster})["dem_radius_m"] is None
+
+    first, second = export(tmp_path, "a"), export(tmp_path, "b", seed=1)
+    (second / "model.yaml").write_text((second / "model.yaml").read_text() + "dem_radius_m: 50\n")
+    done = predict(f"[{first},{second}]", scene_with_border(tmp_path / "s.tif"), tmp_path / "o")
+    assert done.returncode == 0, done.stderr[-2000:]  # optical models: the radius is unused
+
+
 def export_vit(tmp_path, name, input_size):
     spec = EncoderSpec("vit_tiny", "vit_tiny_patch16_224", 4, input_size, 8)
     meta = {"bands": BANDS, "normalization": STATS.to_dict(), "threshold": 0.5,
@@ -292,6 +308,35 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
         assert pooled["object_recall"] == 0.0 and pooled["object_precision"] == 0.0
         assert result["scenes"]["s.tif"]["iou"] == pytest.approx(pooled["iou"])
         assert "POOLED" in done.stdout
+
+
+def test_evaluate_sweeps_thresholds_and_takes_a_threshold_for_the_region(tmp_path):
+    import json
+
+    scene = scene_with_border(tmp_path / "s.tif")
+    truth = np.zeros((1, 300, 300), np.uint8)
+    truth[0, 100:160, 50:110] = 1
+    mask = write_geotiff(tmp_path / "s_mask.tif", truth, nodata=None, descriptions=None)
+    model = export(tmp_path, constant=0.4)  # probability sigmoid(0.4) = 0.599 everywhere
+    args = (f"model={model}", f"input={scene}", f"masks={mask}", "window=128", "overlap=32")
+    metrics = tmp_path / "metrics.json"
+    done = run_command("evaluate", *args, f"output={metrics}", "thresholds=[0.3,0.5,0.65]")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(metrics.read_text())
+    every, at_model, above = result["threshold_sweep"]
+    assert [row["threshold"] for row in result["threshold_sweep"]] == [0.3, 0.5, 0.65]
+    valid = (300 - 40) * (300 - 25)
+    assert every["recall"] == pytest.approx(1.0)
+    assert every["iou"] == pytest.approx(3600 / valid, rel=1e-4)
+    assert at_model["iou"] == pytest.approx(result["pooled"]["iou"], rel=1e-4)  # cut 0.5
+    assert above == {"threshold": 0.65, "iou": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+    assert "* threshold 0.300" in done.stdout  # ties: the first best is marked
+
+    done = run_command("evaluate", *args, f"output={metrics}", "threshold=0.65")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(metrics.read_text())
+    assert result["threshold"] == 0.65 and result["pooled"]["recall"] == 0.0
+    assert "threshold_sweep" not in result
 
 
 def test_exclusion_polygons_and_raster_remove_predictions(tmp_path):

@@ -13,7 +13,7 @@ from rts_ssl.commands import hydra_main
 from rts_ssl.data.scenes import find_scenes
 from rts_ssl.data.stac import scenes_input
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.metrics import ObjectCounts
+from rts_ssl.evaluation.metrics import ObjectCounts, sweep_summary
 from rts_ssl.files import write_atomic
 from rts_ssl.inference.engines import map_scenes
 from rts_ssl.inference.evaluate import evaluate_scene, load_labels, pair_scenes, pool
@@ -29,23 +29,36 @@ def run(cfg: DictConfig) -> None:
     pairs = pair_scenes(scenes, mask)
     labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
     pooled, per_scene = None, {}
+    thresholds = list(cfg.thresholds or [])
     work = partial(evaluate_scene, labels=labels, iou_threshold=cfg.iou_threshold,
-                   mask_threshold=cfg.mask_threshold)
+                   mask_threshold=cfg.mask_threshold, thresholds=thresholds)
     for (scene, _), metrics in map_scenes(work, pairs, prediction, cfg.engine, cfg.ray,
                                           desc="evaluate scenes"):
         if isinstance(metrics, InputError):
             raise metrics
         pooled = pool(pooled, metrics)
-        per_scene[scene.name] = _summary(*metrics)
+        per_scene[scene.name] = _summary(*metrics[:2])
     per_scene = {scene.name: per_scene[scene.name] for scene, _ in pairs}  # input order
-    result = {"pooled": _summary(*pooled), "scenes": per_scene,
+    result = {"pooled": _summary(*pooled[:2]), "scenes": per_scene,
               "threshold": prediction.ensemble.threshold, "iou_threshold": cfg.iou_threshold}
+    if thresholds:
+        result["threshold_sweep"] = sweep_summary(pooled[2])
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     for name, metrics in [*per_scene.items(), ("POOLED", result["pooled"])]:
         print(f"{name:<40} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if thresholds:
+        _print_sweep(result["threshold_sweep"], prediction.ensemble.threshold)
     log.info("evaluation of %d scenes -> %s", len(pairs), output)
+
+
+def _print_sweep(rows: list[dict], threshold: float) -> None:
+    """The pooled pixel metrics per cut, the best IoU marked."""
+    best = max(rows, key=lambda row: row["iou"])
+    print(f"pooled pixel metrics per threshold (this run's: {threshold:.3f}; * best IoU)")
+    for row in rows:
+        print(f"{'*' if row is best else ' '} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
 
 
 def _summary(pixels, objects: ObjectCounts) -> dict[str, float]:

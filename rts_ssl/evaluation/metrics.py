@@ -8,6 +8,9 @@ unmatched references = misses.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import shapely
 import torch
@@ -16,6 +19,7 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
     BinaryPrecision,
+    BinaryPrecisionRecallCurve,
     BinaryRecall,
 )
 
@@ -33,6 +37,26 @@ def pixel_metrics() -> MetricCollection:
         "precision": BinaryPrecision(**kwargs),
         "recall": BinaryRecall(**kwargs),
     })
+
+
+def threshold_sweep(thresholds: Sequence[float]) -> BinaryPrecisionRecallCurve:
+    """Pixel precision and recall at each probability threshold (``probability >= t``, as
+    predicted slumps): the cut that fits a new region, given a few of its labelled scenes."""
+    return BinaryPrecisionRecallCurve(thresholds=[float(t) for t in thresholds],
+                                      ignore_index=IGNORE)
+
+
+def sweep_summary(sweep: BinaryPrecisionRecallCurve) -> list[dict]:
+    """IoU, F1, precision and recall of the slump class at each threshold of a sweep."""
+    precision, recall, thresholds = (values.tolist() for values in sweep.compute())
+    rows = []
+    for threshold, p, r in zip(thresholds, precision, recall, strict=False):  # +1 end point
+        p = 0.0 if math.isnan(p) else p  # no pixel predicted: no true positive either
+        hit = p > 0 and r > 0
+        rows.append({"threshold": round(threshold, 6),
+                     "iou": p * r / (p + r - p * r) if hit else 0.0,
+                     "f1": 2 * p * r / (p + r) if hit else 0.0, "precision": p, "recall": r})
+    return rows
 
 
 def with_ignore(target: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:

@@ -61,15 +61,19 @@ class Ensemble:
         input_size = vits[0][0] if vits else int(infos[0]["input_size"])  # windows fit ViTs
         return cls([m for m, _ in loaded], first["bands"],
                    [BandStats.from_dict(info["normalization"]) for info in infos], threshold,
-                   input_size, bool(vits), first["dem_radius_m"],
+                   input_size, bool(vits), first["dem_radius_m"] or RADIUS_M,
                    first["auxiliary"], first["resolution_m"])
 
 
 def scene_reading(info: dict) -> dict:
     """How a model reads a scene, from its model.yaml (defaults for keys older models lack):
-    one reading serves every member of an ensemble."""
-    return {"bands": list(info["bands"]), "auxiliary": list(info.get("auxiliary") or []),
-            "dem_radius_m": float(info.get("dem_radius_m") or RADIUS_M),
+    one reading serves every member of an ensemble. ``dem_radius_m`` is None unless the model
+    derives relative_elevation from a DEM (not from an auxiliary raster)."""
+    auxiliary = list(info.get("auxiliary") or [])
+    from_files = {band for raster in auxiliary for band in raster.get("bands", [])}
+    derived = "relative_elevation" in info["bands"] and "relative_elevation" not in from_files
+    return {"bands": list(info["bands"]), "auxiliary": auxiliary,
+            "dem_radius_m": float(info.get("dem_radius_m") or RADIUS_M) if derived else None,
             "resolution_m": info.get("resolution_m")}
 
 

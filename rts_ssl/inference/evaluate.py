@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -17,25 +18,33 @@ import rasterio
 import torch
 from rasterio.windows import Window
 from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryPrecisionRecallCurve
 
 from rts_ssl.data.grid_masks import GridMask
 from rts_ssl.data.labels import LabelIndex, find_mask, read_polygons
 from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, with_ignore
+from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, threshold_sweep, with_ignore
 from rts_ssl.inference.predict import Prediction, bounded_gdal_cache
 from rts_ssl.inference.sliding import predict_probabilities
+
+# pixel metrics, object counts and the threshold sweep (None without thresholds) of a scene
+SceneMetrics = tuple[MetricCollection, ObjectCounts, BinaryPrecisionRecallCurve | None]
 
 
 def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                    labels: LabelIndex | None = None, iou_threshold: float = 0.3,
-                   mask_threshold: float = 0) -> tuple[MetricCollection, ObjectCounts]:
-    """Pixel metrics and ObjectCounts of one (scene, reference) pair (:func:`pair_scenes`).
+                   mask_threshold: float = 0,
+                   thresholds: Sequence[float] = ()) -> SceneMetrics:
+    """Pixel metrics, ObjectCounts and the pixel counts at each of ``thresholds`` of one
+    (scene, reference) pair (:func:`pair_scenes`).
 
     Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
     scene_path, reference = pair
-    pixels, objects = pixel_metrics(), ObjectCounts(iou_threshold)
+    pixels, objects, sweep = pixel_metrics(), ObjectCounts(iou_threshold), None
+    if thresholds:
+        sweep = threshold_sweep(thresholds)
     predicted, expected = StripPolygons(), StripPolygons()
     ensemble = prediction.ensemble
     pixel_size_m = prediction.scene_options.get("pixel_size_m")
@@ -55,6 +64,8 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                 args = (torch.from_numpy(pred & valid).long(),
                         with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
                 pixels.update(*args)
+                if sweep is not None:
+                    sweep.update(torch.from_numpy(np.nan_to_num(prob)), args[1])
                 transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
                                                        scene.transform)
                 predicted.add(pred & valid, transform)
@@ -63,7 +74,7 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
         ref.close()
     predicted, expected = predicted.polygons(), expected.polygons()
     objects.update(predicted, expected, area)
-    return pixels, objects
+    return pixels, objects, sweep
 
 
 def pair_scenes(scenes: list[Path], mask: Path) -> list[tuple[Path, Path]]:
@@ -88,13 +99,14 @@ def load_labels(mask: Path, pixel_size_m: float | None = None) -> LabelIndex | N
     return None
 
 
-def pool(pooled: tuple[MetricCollection, ObjectCounts] | None,
-         scene: tuple[MetricCollection, ObjectCounts]) -> tuple[MetricCollection, ObjectCounts]:
+def pool(pooled: SceneMetrics | None, scene: SceneMetrics) -> SceneMetrics:
     """The pooled metrics with one more scene's states added (scenes may come from other
     processes: Ray workers); the first scene's metrics are copied to start the pool."""
     if pooled is None:
         return copy.deepcopy(scene)
     for name, metric in pooled[0].items():
         metric.merge_state(scene[0][name])
-    pooled[1].merge_state(scene[1])
+    for metric, other in zip(pooled[1:], scene[1:], strict=True):
+        if metric is not None:
+            metric.merge_state(other)
     return pooled

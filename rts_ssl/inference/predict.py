@@ -71,14 +71,16 @@ class Prediction:
 
     @classmethod
     def from_config(cls, cfg) -> Prediction:
-        """From a predict/evaluate/monitor config (``model``, ``device``, ``window``,
-        ``overlap``, ``batch_size``, ``band_names``, ``dem``, ``auxiliary``, ``offset``,
-        ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
+        """From a predict/evaluate/monitor config (``model``, ``threshold``, ``device``,
+        ``window``, ``overlap``, ``batch_size``, ``band_names``, ``dem``, ``auxiliary``,
+        ``offset``, ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         checkpoint = cfg.model
         if not isinstance(checkpoint, str | Path | None):
             checkpoint = list(checkpoint)
         ensemble = load_ensemble(checkpoint, device)
+        if cfg.get("threshold") is not None:  # a cut fitted to the region (evaluate thresholds=)
+            ensemble = replace(ensemble, threshold=float(cfg.threshold))
         windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
         band_names = cfg.get("band_names")
         options = {"band_names": list(band_names) if band_names else None, "dem": cfg.dem,

@@ -7,11 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torchmetrics.classification import BinaryPrecisionRecallCurve
 
 from rts_ssl.augment import SegmentationAugment
 from rts_ssl.data.normalization import BandStats
-from rts_ssl.evaluation.metrics import IGNORE, ObjectCounts, pixel_metrics, with_ignore
+from rts_ssl.evaluation.metrics import (
+    ObjectCounts,
+    pixel_metrics,
+    sweep_summary,
+    threshold_sweep,
+    with_ignore,
+)
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.losses import bce_dice_loss
 from rts_ssl.models.optim import warmup_cosine
@@ -43,8 +48,7 @@ class SegmentationTask(pl.LightningModule):
         self.augment = SegmentationAugment(**augment) if augment is not None else None
         self.register_buffer("threshold", torch.tensor(0.5))
         # counts per candidate threshold (no pixel lists; synced across DDP ranks)
-        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS),
-                                                    ignore_index=IGNORE)
+        self.val_curve = threshold_sweep(THRESHOLDS)
         self.test_pixels = pixel_metrics()
         self.test_objects = ObjectCounts(iou_threshold)
         self.pixel_area_m2 = 9.0  # object metrics per km2; the datamodule's, once attached
@@ -81,15 +85,11 @@ class SegmentationTask(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.val_curve.update_count:
             return
-        precision, recall, _ = self.val_curve.compute()
+        best = max(sweep_summary(self.val_curve), key=lambda row: row["f1"])  # lowest of equals
         self.val_curve.reset()
-        precision, recall = precision[:-1], recall[:-1]  # the curve's closing point (1, 0)
-        f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
-        best = int(torch.argmax(f1))  # the first (lowest) threshold among equals
-        top = float(f1[best])
-        self.threshold.fill_(float(THRESHOLDS[best]))
-        self.log_dict({"val/f1": top, "val/iou": top / (2 - top),
-                       "val/threshold": float(THRESHOLDS[best])}, prog_bar=True)
+        self.threshold.fill_(best["threshold"])
+        self.log_dict({"val/f1": best["f1"], "val/iou": best["iou"],
+                       "val/threshold": best["threshold"]}, prog_bar=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
