@@ -310,6 +310,13 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
         assert "POOLED" in done.stdout
 
 
+def test_a_model_directory_named_like_a_curve_cell_needs_no_quotes(tmp_path):
+    model = export(tmp_path / "entry=random-resnet18,seed=0")  # a cell's model/
+    done = predict(model, scene_with_border(tmp_path / "s.tif", size=100), tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "s_probability.tif").exists()
+
+
 def test_evaluate_sweeps_thresholds_and_takes_a_threshold_for_the_region(tmp_path):
     import json
 

@@ -37,8 +37,8 @@ COMMANDS = {
 
 def overrides_of(command: str, arguments: list[str]) -> list[str]:
     """Hydra overrides from a command's arguments: ``bench <target>`` and ``compare <dirs>``
-    take positional values."""
-    overrides = list(arguments)
+    take positional values; a value holding ``=`` is quoted (:func:`quote_value`)."""
+    overrides = [quote_value(a) for a in arguments]
     if command == "bench" and overrides and "=" not in overrides[0] and overrides[0][0] != "-":
         overrides[0] = f"target={overrides[0]}"
     if command == "compare":
@@ -47,6 +47,16 @@ def overrides_of(command: str, arguments: list[str]) -> list[str]:
         if paths:
             overrides.append("curves=[" + ",".join(f"'{p}'" for p in paths) + "]")
     return overrides
+
+
+def quote_value(argument: str) -> str:
+    """``key=value`` with ``value`` in quotes when it holds ``=``, as the directories of a
+    curve's cells do (``.../entry=random-resnet18,seed=0/model``): Hydra's grammar allows no
+    unquoted ``=`` in a value, so such a value can only be a string."""
+    key, sep, value = argument.partition("=")
+    if sep and "=" in value and value[:1] not in ("'", '"', "[", "{") and "'" not in value:
+        return f"{key}='{value}'"
+    return argument
 
 
 def compose(command: str, overrides: list[str] = ()) -> DictConfig:
