@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     for name, metrics in [*per_scene.items(), ("POOLED", result["pooled"])]:
-        print(f"{name:<40} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        print(f"{name:<40} {_line(metrics)}")
     if thresholds:
         _print_sweep(result["threshold_sweep"], prediction.ensemble.threshold)
     log.info("evaluation of %d scenes -> %s", len(pairs), output)
@@ -58,7 +58,11 @@ def _print_sweep(rows: list[dict], threshold: float) -> None:
     best = max(rows, key=lambda row: row["iou"])
     print(f"pooled pixel metrics per threshold (this run's: {threshold:.3f}; * best IoU)")
     for row in rows:
-        print(f"{'*' if row is best else ' '} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        print(f"{'*' if row is best else ' '} {_line(row)}")
+
+
+def _line(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
 
 def _summary(pixels, objects: ObjectCounts) -> dict[str, float]:

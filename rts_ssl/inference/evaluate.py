@@ -59,13 +59,14 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                                            prediction.windowing, prediction.device)) as strips:
             for top, prob in strips:  # closed before the scene, even on errors
                 valid = ~np.isnan(prob)
-                pred = np.nan_to_num(prob) >= ensemble.threshold
+                filled = np.nan_to_num(prob)
+                pred = filled >= ensemble.threshold
                 truth = ref.strip(top, len(prob))
                 args = (torch.from_numpy(pred & valid).long(),
                         with_ignore(torch.from_numpy(truth), torch.from_numpy(~valid)))
                 pixels.update(*args)
                 if sweep is not None:
-                    sweep.update(torch.from_numpy(np.nan_to_num(prob)), args[1])
+                    sweep.update(torch.from_numpy(filled), args[1])
                 transform = rasterio.windows.transform(Window(0, top, scene.width, len(prob)),
                                                        scene.transform)
                 predicted.add(pred & valid, transform)
