@@ -64,7 +64,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "head.lr": (_number(0, INF, low_open=True), "a learning rate > 0"),
     "head.encoder_lr_factor": (_number(0, INF), "a factor >= 0"),
     "window": (_optional(_integer(8)), "an integer >= 8 (px) or null"),
-    "overlap": (_integer(0), "an integer >= 0 (px)"),
+    "overlap": (_optional(_integer(0)), "an integer >= 0 (px) or null"),
     "min_area_m2": (_number(0, INF), "an area >= 0"),
     "data.resolution_m": (_optional(_number(0, INF, low_open=True)),
                           "a pixel size > 0 (m) or null"),

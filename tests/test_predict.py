@@ -268,11 +268,16 @@ def export_vit(tmp_path, name, input_size):
 def test_an_ensemble_with_a_vit_predicts_in_the_vits_window_size(tmp_path):
     scene = scene_with_border(tmp_path / "s.tif", size=100)
     members = f"[{export(tmp_path, 'cnn')},{export_vit(tmp_path, 'vit', 32)}]"
+    # the default overlap is a quarter of the window: 8 px here (a fixed 64 px crashed)
     done = run_command("predict", f"model={members}", f"input={scene}",
-                       f"output={tmp_path / 'out'}", "overlap=8")
+                       f"output={tmp_path / 'out'}")
     assert done.returncode == 0, done.stderr[-2000:]
     with rasterio.open(tmp_path / "out" / "s_probability.tif") as src:
         assert src.shape == (100, 100)
+    done = run_command("predict", f"model={members}", f"input={scene}",
+                       f"output={tmp_path / 'out1'}", "overlap=32")
+    assert done.returncode == 2
+    assert "overlap=32: must be smaller than the window (32 px)" in done.stderr
 
     other = export_vit(tmp_path, "vit64", 64)
     done = predict(f"[{members[1:-1]},{other}]", scene, tmp_path / "out2")

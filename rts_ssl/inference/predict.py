@@ -81,7 +81,7 @@ class Prediction:
         ensemble = load_ensemble(checkpoint, device)
         if cfg.get("threshold") is not None:  # a cut fitted to the region (evaluate thresholds=)
             ensemble = replace(ensemble, threshold=float(cfg.threshold))
-        windowing = Windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
+        windowing = _windowing(ensemble.window_size(cfg.window), cfg.overlap, cfg.batch_size)
         band_names = cfg.get("band_names")
         options = {"band_names": list(band_names) if band_names else None, "dem": cfg.dem,
                    "offset": _plain(cfg.get("offset")), "nodata": cfg.get("nodata"),
@@ -90,6 +90,15 @@ class Prediction:
             options["auxiliary"] = _plain(cfg.auxiliary)
         return cls(ensemble, windowing, device, options, cfg.get("exclude"),
                    float(cfg.get("min_area_m2") or 0.0))
+
+
+def _windowing(size: int, overlap: int | None, batch: int) -> Windowing:
+    """Windows of ``size`` px; the overlap defaults to a quarter of them, so a ViT's small
+    input size (e.g. 64 px) gets a working default too."""
+    overlap = size // 4 if overlap is None else int(overlap)
+    if overlap >= size:
+        raise InputError(f"overlap={overlap}", f"must be smaller than the window ({size} px)")
+    return Windowing(size, overlap, batch)
 
 
 def _plain(value):
