@@ -166,6 +166,9 @@ def test_cli_curve_of_entries_and_folds_and_a_selection(fake_data, tmp_path):
         ["east", 0], ["east", 1], ["west", 0], ["west", 1]]
     assert rows["test/iou"].mean() == pytest.approx(curve.loc[0, "iou_mean"])
     assert {"precision_mean", "object_fp_per_100km2_mean", "auc_iou_ci95"} <= set(curve)
+    # the same test sets for every line: the reference "every pixel a slump" beside them
+    assert 0 < curve.loc[0, "slump_fraction_mean"] < 0.5
+    assert rows.groupby("test_regions")["test/slump_fraction"].nunique().max() == 1
     # a part of the cells in the same folder: the others stay out of the curve
     part = run_command("curve", f"output={out}", "logger.mode=disabled", "folds=[[east]]",
                        "seeds=[0]", "lines=[spectral_rule]")

@@ -101,6 +101,22 @@ def finetune(fake_data, logs, *extra):
     return run, json.loads((run / "result.json").read_text())
 
 
+def test_test_metrics_record_the_iou_of_calling_every_pixel_a_slump():
+    from rts_ssl.evaluation.metrics import pixel_metrics
+
+    task = SegmentationTask(RESNET.to_dict())
+    mask = torch.zeros(2, 32, 32, dtype=torch.uint8)
+    mask[0, :8] = 1                                     # 256 slump pixels
+    ignore = torch.zeros(2, 32, 32, dtype=torch.bool)
+    ignore[0, :4], ignore[1, :16] = True, True          # 128 of them and 512 others ignored
+    task.test_step({"image": torch.randn(2, 4, 32, 32), "mask": mask, "ignore": ignore}, 0)
+    share = float(task.test_slump_fraction.compute())
+    assert share == pytest.approx(128 / (2048 - 640))
+    everything = pixel_metrics()
+    everything.update(torch.ones(2, 32, 32, dtype=torch.long), with_ignore(mask, ignore))
+    assert float(everything.compute()["iou"]) == pytest.approx(share)
+
+
 def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, tmp_path):
     encoder = build_encoder(RESNET)
     export_encoder(tmp_path / "enc", encoder, RESNET,
@@ -110,7 +126,7 @@ def test_cli_frozen_finetune_keeps_the_encoder_and_exports_threshold(fake_data, 
     info = read_info(run / "model", "model")
     assert info["pretrained"] == "simclr-resnet18-fake" and info["label_count"] == 1
     assert 0.05 <= info["threshold"] <= 0.95 and info["threshold"] == result["threshold"]
-    assert {"test/iou", "test/object_f1", "val/f1"} <= set(info["metrics"])
+    assert {"test/iou", "test/object_f1", "test/slump_fraction", "val/f1"} <= set(info["metrics"])
     model = read_weights(run / "model", "model")
     exported = read_weights(tmp_path / "enc")
     assert all(torch.equal(model[f"unet.encoder.model.{k}"], v) for k, v in exported.items())

@@ -21,7 +21,8 @@ from rts_ssl.data.splits import FOLD  # noqa: E402
 from rts_ssl.errors import InputError  # noqa: E402
 
 METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/object_f1",
-           "test/object_fp_per_100km2", "seconds")  # seconds: what one cell costs
+           "test/object_fp_per_100km2", "test/slump_fraction",
+           "seconds")  # slump_fraction: the IoU of calling every pixel a slump; seconds: cost
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy needed)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -114,6 +115,9 @@ def plot_curves(curve: pd.DataFrame, path: str | Path,
             ci = group[f"{metric}_ci95"].fillna(0)
             ax.plot(x, y, marker="o", label=name)
             ax.fill_between(x, y - ci, y + ci, alpha=0.2)
+        if metric == "iou" and curve.get("slump_fraction_mean", pd.Series()).notna().any():
+            ax.axhline(curve["slump_fraction_mean"].mean(), color="grey", linestyle="--",
+                       label="every pixel a slump")
         ax.set_xscale("log")
         ax.set_xlabel("fraction of labelled locations used for training")
         ax.set_ylabel(f"test {metric.replace('_', ' ')} (held-out regions)")

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MeanMetric
 
 from rts_ssl.augment import SegmentationAugment
 from rts_ssl.data.normalization import BandStats
 from rts_ssl.evaluation.metrics import (
+    IGNORE,
     ObjectCounts,
     pixel_metrics,
     sweep_summary,
@@ -51,6 +53,8 @@ class SegmentationTask(pl.LightningModule):
         self.val_curve = threshold_sweep(THRESHOLDS)
         self.test_pixels = pixel_metrics()
         self.test_objects = ObjectCounts(iou_threshold)
+        # the IoU of calling every pixel a slump: the level a model must beat to have learned
+        self.test_slump_fraction = MeanMetric()
         self.pixel_area_m2 = 9.0  # object metrics per km2; the datamodule's, once attached
 
     def setup(self, stage: str) -> None:
@@ -93,7 +97,9 @@ class SegmentationTask(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
-        self.test_pixels.update(predicted, with_ignore(batch["mask"], batch["ignore"]))
+        target = with_ignore(batch["mask"], batch["ignore"])
+        self.test_pixels.update(predicted, target)
+        self.test_slump_fraction.update((target[target != IGNORE] == 1).float())
         for pred, ref, ignore in zip(predicted.cpu().numpy(), batch["mask"].cpu().numpy(),
                                      batch["ignore"].cpu().numpy(), strict=True):
             self.test_objects.add_masks(pred, ref & ~ignore, ~ignore, self.pixel_area_m2)
@@ -101,9 +107,10 @@ class SegmentationTask(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
         results |= {f"test/{k}": v for k, v in self.test_objects.compute().items()}
+        results["test/slump_fraction"] = float(self.test_slump_fraction.compute())
         self.log_dict(results)
-        self.test_pixels.reset()
-        self.test_objects.reset()
+        for metric in (self.test_pixels, self.test_objects, self.test_slump_fraction):
+            metric.reset()
 
     def parameter_groups(self) -> list[dict]:
         """What the optimiser trains, at which rate: the head at ``lr``, the encoder (mode
