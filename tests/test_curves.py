@@ -11,6 +11,7 @@ from rts_ssl.evaluation.curves import (
     aggregate,
     area_under_curve,
     collect_results,
+    evaluated_on,
     plot_curves,
     rank_checkpoints,
     t95,
@@ -45,7 +46,21 @@ def test_area_under_log_fraction_curve_and_ranking(tmp_path):
     ranked = rank_checkpoints(curve)
     assert ranked["pretrained"].tolist() == ["simclr", "random"]
     assert ranked.loc[0, "iou@0.01"] == pytest.approx(0.3)
-    assert plot_curves(curve, tmp_path / "c.png").stat().st_size > 1000
+    assert plot_curves(curve, tmp_path / "c.png", "held out: yg").stat().st_size > 1000
+
+
+def test_axis_labels_name_what_the_cells_were_tested_on(tmp_path, monkeypatch):
+    """A grid that holds no region out (``split.test_regions=[]``, fold key "") must not be
+    labelled as tested on held-out regions."""
+    assert evaluated_on(["nitze", "yg", "nitze"]) == "held out: nitze, yg"
+    assert evaluated_on(["taymyr,alaska_north"]) == "held out: alaska_north, taymyr"
+    assert evaluated_on(["", ""]) == evaluated_on([]) == "tiles within the training regions"
+    labels = []
+    monkeypatch.setattr("matplotlib.axes.Axes.set_ylabel",
+                        lambda ax, text, *a, **k: labels.append(text))
+    plot_curves(aggregate(results_table()), tmp_path / "c.png", evaluated_on([""]))
+    assert labels == ["test iou (tiles within the training regions)",
+                      "test object f1 (tiles within the training regions)"]
 
 
 def test_collect_results(tmp_path):

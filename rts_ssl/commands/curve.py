@@ -24,7 +24,7 @@ from rts_ssl import tracking
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import aggregate, collect_results, plot_curves
+from rts_ssl.evaluation.curves import aggregate, collect_results, evaluated_on, plot_curves
 from rts_ssl.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def run(cfg: DictConfig) -> None:
     order = [c for c in ("pretrained", FOLD, "label_fraction", "seed") if c in results]
     cells = results.drop(columns="model").sort_values(order)
     write_atomic(output / "cells.csv", lambda tmp: cells.to_csv(tmp, index=False))
-    plot_curves(curve, output / "curve.png")
+    plot_curves(curve, output / "curve.png",
+                evaluated_on(results[FOLD].fillna("") if FOLD in results else []))
     _log_summary(cfg, curve, output)
     areas = curve.groupby("pretrained")[["auc_iou", "auc_iou_ci95"]].first()
     for name, row in areas.sort_values("auc_iou", ascending=False).iterrows():

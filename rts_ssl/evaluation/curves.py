@@ -8,6 +8,7 @@ interval says how much the result depends on the seed, not on which region is ha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -103,9 +104,17 @@ def _area(fractions: np.ndarray, values: np.ndarray) -> float:
     return float(np.trapezoid(values, x) / span) if span > 0 else float(values.mean())
 
 
-def plot_curves(curve: pd.DataFrame, path: str | Path,
+def evaluated_on(folds: Iterable[str]) -> str:
+    """What a curve's cells were tested on, for its axis labels: the regions its folds hold
+    out, or tiles of the training regions when none is held out (``split.test_regions=[]``)."""
+    regions = sorted({region for fold in folds for region in str(fold).split(",") if region})
+    return f"held out: {', '.join(regions)}" if regions else "tiles within the training regions"
+
+
+def plot_curves(curve: pd.DataFrame, path: str | Path, test_set: str,
                 metrics: tuple[str, ...] = ("iou", "object_f1")) -> Path:
-    """Metrics vs label fraction (log x), one line with a 95 % CI band per checkpoint."""
+    """Metrics vs label fraction (log x), one line with a 95 % CI band per checkpoint;
+    ``test_set`` names what was tested on (``evaluated_on``)."""
     metrics = [m for m in metrics if f"{m}_mean" in curve.columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), dpi=100,
                              squeeze=False)
@@ -120,7 +129,7 @@ def plot_curves(curve: pd.DataFrame, path: str | Path,
                        label="every pixel a slump")
         ax.set_xscale("log")
         ax.set_xlabel("fraction of labelled locations used for training")
-        ax.set_ylabel(f"test {metric.replace('_', ' ')} (held-out regions)")
+        ax.set_ylabel(f"test {metric.replace('_', ' ')} ({test_set})")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
