@@ -164,6 +164,60 @@ def test_folds_are_averaged_per_seed_and_areas_get_intervals():
         4.303 * 0.01 / np.sqrt(3))
 
 
+def paired_table() -> pd.DataFrame:
+    """Lines whose seeds move together by 0.05 (a seed's split and labels suit every line
+    alike): SimCLR is 0.01 / 0.02 / 0.03 above random init of its encoder in seeds 0 / 1 / 2,
+    its semi-supervised variant the same above random init with the same method."""
+    lines = (("simclr-resnet18", "simclr", "resnet18", "none", 0.02),
+             ("random-resnet18", "none", "resnet18", "none", 0.0),
+             ("simclr-resnet18+mean_teacher", "simclr", "resnet18", "mean_teacher", 0.12),
+             ("random-resnet18+mean_teacher", "none", "resnet18", "mean_teacher", 0.1),
+             ("mae-vit_tiny", "mae", "vit_tiny", "none", 0.05),  # no random ViT: no pair
+             ("spectral_rule", "none", "spectral_rule", "none", 0.01))
+    rows = []
+    for name, ssl, encoder, semi, gain in lines:
+        for fraction in (0.01, 1.0):
+            for seed in range(3):
+                value = 0.3 + gain + 0.05 * seed + (0.01 * (seed - 1) if ssl != "none" else 0)
+                rows.append({"pretrained": name, "ssl": ssl, "encoder": encoder, "semi": semi,
+                             "label_fraction": fraction, "seed": seed, "test/iou": value,
+                             "model": ""})
+    return pd.DataFrame(rows)
+
+
+def test_pretrained_lines_get_their_gain_over_random_init_paired_by_seed():
+    curve = aggregate(paired_table()).groupby("pretrained").first()
+    ci = 4.303 * 0.01 / np.sqrt(3)  # the differences' spread, not the seeds' 0.05
+    assert curve.loc["simclr-resnet18", "auc_iou_gain_over"] == "random-resnet18"
+    assert curve.loc["simclr-resnet18", "auc_iou_gain"] == pytest.approx(0.02)
+    assert curve.loc["simclr-resnet18", "auc_iou_gain_ci95"] == pytest.approx(ci)
+    assert curve.loc["simclr-resnet18", "auc_iou_ci95"] > 5 * ci  # unpaired: wide
+    semi = curve.loc["simclr-resnet18+mean_teacher"]
+    assert semi["auc_iou_gain_over"] == "random-resnet18+mean_teacher"
+    assert semi["auc_iou_gain"] == pytest.approx(0.02)
+    unpaired = ["random-resnet18", "random-resnet18+mean_teacher", "mae-vit_tiny",
+                "spectral_rule"]
+    assert curve.loc[unpaired, "auc_iou_gain"].isna().all()
+    ranked = rank_checkpoints(aggregate(paired_table()))
+    assert ranked.set_index("pretrained").loc["simclr-resnet18", "auc_iou_gain"] == \
+        pytest.approx(0.02)
+    # results without ssl / encoder (a W&B group's runs): no gain columns, no error
+    assert "auc_iou_gain" not in aggregate(results_table())
+
+
+def test_cli_curve_logs_the_paired_gains(tmp_path):
+    from cli import run_command
+
+    for k, row in paired_table().iterrows():
+        (tmp_path / "cells" / str(k)).mkdir(parents=True)
+        (tmp_path / "cells" / str(k) / "result.json").write_text(json.dumps(row.to_dict()))
+    done = run_command("curve", f"output={tmp_path}", "logger.mode=disabled")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("simclr-resnet18                          minus random-resnet18, paired by seed: "
+            "+0.020 +- 0.025") in done.stderr
+    assert pd.read_csv(tmp_path / "curve.csv")["auc_iou_gain"].notna().sum() == 4
+
+
 def test_cli_curve_of_entries_and_folds_and_a_selection(fake_data, tmp_path):
     from cli import run_command
     from test_pretrain import write_data_config

@@ -52,10 +52,14 @@ def run(cfg: DictConfig) -> None:
     plot_curves(curve, output / "curve.png",
                 evaluated_on(results[FOLD].fillna("") if FOLD in results else []))
     _log_summary(cfg, curve, output)
-    areas = curve.groupby("pretrained")[["auc_iou", "auc_iou_ci95"]].first()
+    areas = curve.groupby("pretrained").first()
     for name, row in areas.sort_values("auc_iou", ascending=False).iterrows():
         log.info("%-40s area under IoU curve %.3f +- %.3f", name, row["auc_iou"],
                  row["auc_iou_ci95"])
+    gains = areas.dropna(subset=["auc_iou_gain"]) if "auc_iou_gain" in areas else areas[:0]
+    for name, row in gains.iterrows():
+        log.info("%-40s minus %s, paired by seed: %+.3f +- %.3f", name,
+                 row["auc_iou_gain_over"], row["auc_iou_gain"], row["auc_iou_gain_ci95"])
     log.info("curve of %d cells: %s and %s", len(cells), output / "curve.csv",
              output / "curve.png")
 

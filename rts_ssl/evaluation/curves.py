@@ -1,5 +1,6 @@
 """Label-efficiency curves: per checkpoint and label fraction, mean and 95 % CI over seeds,
-and the area under the curve on log fraction (one number per checkpoint, with its interval).
+and the area under the curve on log fraction (one number per checkpoint, with its interval,
+and for a pretrained checkpoint its gain over random init, paired by seed).
 
 With several held-out regions (folds), a seed's value is the mean over its folds: the
 interval says how much the result depends on the seed, not on which region is hardest.
@@ -68,10 +69,44 @@ def aggregate(results: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     curve = pd.DataFrame(rows).sort_values(["pretrained", "label_fraction"], ignore_index=True)
     areas = seed_areas(per_seed).groupby("pretrained")["auc_iou"]
     summary = {name: _summary("auc_iou", values.to_numpy()) for name, values in areas}
-    for column in ("auc_iou_mean", "auc_iou_ci95"):
-        curve[column.replace("_mean", "")] = curve["pretrained"].map(
-            {name: values[column] for name, values in summary.items()})
+    _add_per_line(curve, summary, ("auc_iou_mean", "auc_iou_ci95"))
+    if gains := random_init_gains(results):
+        _add_per_line(curve, gains, GAIN_COLUMNS)
     return curve
+
+
+def _add_per_line(curve: pd.DataFrame, values: dict[str, dict], columns: tuple[str, ...]):
+    """Columns holding one value per line (``_mean`` dropped from their names)."""
+    for column in columns:
+        curve[column.removesuffix("_mean")] = curve["pretrained"].map(
+            {name: line[column] for name, line in values.items()})
+
+
+GAIN_COLUMNS = ("auc_iou_gain_over", "auc_iou_gain_mean", "auc_iou_gain_ci95")
+
+
+def random_init_gains(results: pd.DataFrame) -> dict[str, dict[str, float | str]]:
+    """Per pretrained line, its area under the IoU curve minus that of random init of the
+    same encoder (and semi-supervised method), seed by seed, with the 95 % interval of the
+    differences. A seed gives both lines the same labelled tiles, so pairing removes the
+    seed-to-seed spread that widens the two lines' own intervals. Needs the cells' ``ssl``
+    and ``encoder``; lines without a random-init partner get none."""
+    if not {"ssl", "encoder"} <= set(results.columns):
+        return {}
+    semi = results["semi"].fillna("none").replace("", "none") if "semi" in results else "none"
+    lines = results.assign(semi=semi).groupby("pretrained")[["ssl", "encoder", "semi"]].first()
+    areas = seed_areas(seed_values(results)).pivot(index="seed", columns="pretrained",
+                                                   values="auc_iou")
+    random_init = lines[lines["ssl"] == "none"]
+    gains = {}
+    for name, line in lines[lines["ssl"] != "none"].iterrows():
+        partner = random_init.index[(random_init["encoder"] == line["encoder"])
+                                    & (random_init["semi"] == line["semi"])]
+        differences = (areas[name] - areas[partner[0]]).dropna() if len(partner) == 1 else []
+        if len(differences):
+            gains[name] = {"auc_iou_gain_over": partner[0],
+                           **_summary("auc_iou_gain", differences.to_numpy())}
+    return gains
 
 
 def _summary(key: str, values: np.ndarray) -> dict[str, float]:
@@ -145,8 +180,10 @@ def rank_checkpoints(curve: pd.DataFrame, at=(0.01, 0.1, 1.0)) -> pd.DataFrame:
     areas = area_under_curve(curve)
     for name, group in curve.groupby("pretrained"):
         row = {"pretrained": name, "auc_iou": areas[name]}
-        if "auc_iou_ci95" in group.columns:
-            row["auc_iou_ci95"] = float(group["auc_iou_ci95"].iloc[0])
+        for column in ("auc_iou_ci95", "auc_iou_gain_over", "auc_iou_gain",
+                       "auc_iou_gain_ci95"):
+            if column in group.columns:
+                row[column] = group[column].iloc[0]
         logs = np.log10(group["label_fraction"].to_numpy())
         for fraction in at:
             nearest = group.iloc[int(np.argmin(np.abs(logs - np.log10(fraction))))]
