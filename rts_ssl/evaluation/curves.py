@@ -67,10 +67,11 @@ def aggregate(results: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
             row |= _summary(metric.removeprefix("test/"), group[metric].to_numpy())
         rows.append(row)
     curve = pd.DataFrame(rows).sort_values(["pretrained", "label_fraction"], ignore_index=True)
-    areas = seed_areas(per_seed).groupby("pretrained")["auc_iou"]
-    summary = {name: _summary("auc_iou", values.to_numpy()) for name, values in areas}
+    areas = seed_areas(per_seed)
+    summary = {name: _summary("auc_iou", values.to_numpy())
+               for name, values in areas.groupby("pretrained")["auc_iou"]}
     _add_per_line(curve, summary, ("auc_iou_mean", "auc_iou_ci95"))
-    if gains := random_init_gains(results):
+    if gains := random_init_gains(results, areas):
         _add_per_line(curve, gains, GAIN_COLUMNS)
     return curve
 
@@ -85,18 +86,19 @@ def _add_per_line(curve: pd.DataFrame, values: dict[str, dict], columns: tuple[s
 GAIN_COLUMNS = ("auc_iou_gain_over", "auc_iou_gain_mean", "auc_iou_gain_ci95")
 
 
-def random_init_gains(results: pd.DataFrame) -> dict[str, dict[str, float | str]]:
+def random_init_gains(results: pd.DataFrame,
+                      areas: pd.DataFrame) -> dict[str, dict[str, float | str]]:
     """Per pretrained line, its area under the IoU curve minus that of random init of the
     same encoder (and semi-supervised method), seed by seed, with the 95 % interval of the
-    differences. A seed gives both lines the same labelled tiles, so pairing removes the
-    seed-to-seed spread that widens the two lines' own intervals. Needs the cells' ``ssl``
-    and ``encoder``; lines without a random-init partner get none."""
+    differences (``areas``: ``seed_areas`` of the results). A seed gives both lines the
+    same labelled tiles, so pairing removes the seed-to-seed spread that widens the two
+    lines' own intervals. Needs the cells' ``ssl`` and ``encoder``; lines without a
+    random-init partner get none."""
     if not {"ssl", "encoder"} <= set(results.columns):
         return {}
     semi = results["semi"].fillna("none").replace("", "none") if "semi" in results else "none"
     lines = results.assign(semi=semi).groupby("pretrained")[["ssl", "encoder", "semi"]].first()
-    areas = seed_areas(seed_values(results)).pivot(index="seed", columns="pretrained",
-                                                   values="auc_iou")
+    areas = areas.pivot(index="seed", columns="pretrained", values="auc_iou")
     random_init = lines[lines["ssl"] == "none"]
     gains = {}
     for name, line in lines[lines["ssl"] != "none"].iterrows():
@@ -180,8 +182,7 @@ def rank_checkpoints(curve: pd.DataFrame, at=(0.01, 0.1, 1.0)) -> pd.DataFrame:
     areas = area_under_curve(curve)
     for name, group in curve.groupby("pretrained"):
         row = {"pretrained": name, "auc_iou": areas[name]}
-        for column in ("auc_iou_ci95", "auc_iou_gain_over", "auc_iou_gain",
-                       "auc_iou_gain_ci95"):
+        for column in ("auc_iou_ci95", *(c.removesuffix("_mean") for c in GAIN_COLUMNS)):
             if column in group.columns:
                 row[column] = group[column].iloc[0]
         logs = np.log10(group["label_fraction"].to_numpy())
