@@ -1,13 +1,17 @@
 """Writing so that nothing half-written is ever read: a temporary name beside the target,
 renamed onto it when complete. Temporaries carry the writer's process id, so those of
-killed runs are told from a concurrent run's and removed."""
+killed runs are told from a concurrent run's and removed. A folder that two runs could
+write at once (a curve's cell reached by two sweeps) is held by one at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,29 @@ def remove_stale_temporaries(folder: Path) -> int:
     if removed:
         log.info("%s: removed %d temporaries of interrupted runs", folder, removed)
     return removed
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[str | None]:
+    """Hold ``folder`` for the block (an advisory ``flock`` of ``folder/.lock``, which
+    records the holder's pid). Yields None when this process holds it, or, without waiting,
+    the pid of the live process that does. The kernel drops a killed run's lock, so nothing
+    a failed run leaves behind blocks the next one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            yield lock.read().strip() or "?"  # "?": the holder has not written its pid yet
+            return
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield None
 
 
 def _alive(pid: int) -> bool:

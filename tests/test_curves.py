@@ -96,21 +96,25 @@ def finished_cells(curve_dir) -> list[str]:
 
 def test_cli_cells_resume_and_curve_and_compare_rank_them(fake_data, tmp_path):
     from cli import run_command
+    from test_files import held_by_another_process
     from test_pretrain import write_data_config
 
     conf = write_data_config(fake_data)
-    first = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0")
-    assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "curve" / "fake"
-    assert finished_cells(out) == [
-        f"batch_size=4,data=fake,input_size=32,label_fraction={f},pretrained=none,"
-        "samples_per_epoch=8,seed=0,split.test_regions=[east],split.val_fraction=0.5,"
-        "trainer.max_epochs=1" for f in ("0.5", "1.0")]
-    results = sorted(out.glob("cells/*/result.json"))
-    stamps = [p.stat().st_mtime_ns for p in results]
+    cells = [f"batch_size=4,data=fake,input_size=32,label_fraction={f},pretrained=none,"
+             "samples_per_epoch=8,seed=0,split.test_regions=[east],split.val_fraction=0.5,"
+             "trainer.max_epochs=1" for f in ("0.5", "1.0")]
+    with held_by_another_process(out / "cells" / cells[0]) as holder:  # a second sweep's
+        first = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0",
+                            "seed=0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"is being run by process {holder.pid}" in first.stderr + first.stdout
+    assert finished_cells(out) == cells[1:]  # the held cell skipped, the sweep went on
+    stamp = (out / "cells" / cells[1] / "result.json").stat().st_mtime_ns
     again = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0")
     assert again.returncode == 0 and "already done" in again.stderr + again.stdout
-    assert [p.stat().st_mtime_ns for p in results] == stamps  # finished cells not re-run
+    assert finished_cells(out) == cells  # the killed holder's lock blocked nothing
+    assert (out / "cells" / cells[1] / "result.json").stat().st_mtime_ns == stamp
     done = run_command("curve", f"output={out}", "logger.mode=disabled")
     assert done.returncode == 0, done.stderr[-3000:]
     curve = pd.read_csv(out / "curve.csv")

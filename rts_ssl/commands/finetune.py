@@ -19,7 +19,7 @@ from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
-from rts_ssl.files import write_atomic
+from rts_ssl.files import exclusive, write_atomic
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
@@ -34,11 +34,21 @@ RESULT = "result.json"
 
 
 def run(cfg: DictConfig) -> None:
+    """Fine-tune one cell in its run directory, unless it is done or another run holds it:
+    two sweeps over one grid share its cells."""
     started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if not cfg.overwrite and (run_dir / RESULT).is_file():
-        log.info("already done: %s (overwrite=true runs it again)", run_dir / RESULT)
-        return
+    with exclusive(run_dir) as holder:
+        if holder:
+            log.warning("skipped: %s is being run by process %s (it writes the result)",
+                        run_dir, holder)
+        elif not cfg.overwrite and (run_dir / RESULT).is_file():
+            log.info("already done: %s (overwrite=true runs it again)", run_dir / RESULT)
+        else:
+            _train(cfg, run_dir, started)
+
+
+def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
     pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     source = resolve_pretrained(cfg.pretrained, cfg.paths.cache_dir, data["bands"],
