@@ -49,6 +49,7 @@ def held_by_another_process(folder):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
 
 
 def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_path):
