@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rts_ssl.data.splits import FOLD
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.curves import (
     aggregate,
     area_under_curve,
     collect_results,
     evaluated_on,
+    missing_cells,
     plot_curves,
     rank_checkpoints,
     t95,
@@ -244,13 +246,27 @@ def test_cli_curve_of_entries_and_folds_and_a_selection(fake_data, tmp_path):
     assert rows.groupby("test_regions")["test/slump_fraction"].nunique().max() == 1
     # a part of the cells in the same folder: the others stay out of the curve
     part = run_command("curve", f"output={out}", "logger.mode=disabled", "folds=[[east]]",
-                       "seeds=[0]", "lines=[spectral_rule]")
+                       "seeds=[0,2]", "lines=[spectral_rule]")
     assert part.returncode == 0, part.stderr[-3000:]
+    assert ("left out of the curve: 1, e.g. pretrained=spectral_rule test_regions=east "
+            "seed=2") in part.stderr  # seed 2 was never run: said, not silently averaged
     assert pd.read_csv(out / "cells.csv")[["test_regions", "seed"]].values.tolist() == [
         ["east", 0]]
     assert pd.read_csv(out / "curve.csv")[["folds", "seeds"]].values.tolist() == [[1, 1]]
     nothing = run_command("curve", f"output={out}", "logger.mode=disabled", "lines=[other]")
     assert nothing.returncode == 2 and "no finished cell matches" in nothing.stderr
+
+
+def test_missing_cells_are_the_selected_combinations_without_a_result():
+    results = pd.DataFrame({"pretrained": ["a", "a", "b"], FOLD: ["x", "y", "x"],
+                            "label_fraction": [0.1, 0.1, 0.1], "seed": [0, 0, 0]})
+    selection = {"pretrained": ["a", "b"], FOLD: ["x", "y"], "seed": [0, 1]}
+    assert missing_cells(results, selection) == [
+        {"pretrained": "a", FOLD: "x", "seed": 1}, {"pretrained": "a", FOLD: "y", "seed": 1},
+        {"pretrained": "b", FOLD: "x", "seed": 1}, {"pretrained": "b", FOLD: "y", "seed": 0},
+        {"pretrained": "b", FOLD: "y", "seed": 1}]
+    assert missing_cells(results.iloc[:2], {"pretrained": ["a"], FOLD: ["x", "y"]}) == []
+    assert missing_cells(results, {}) == []  # no selection: every cell found is the curve
 
 
 def test_curve_selects_the_cells_of_an_experiment_grid():

@@ -24,7 +24,13 @@ from rts_ssl import tracking
 from rts_ssl.commands import hydra_main
 from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.errors import InputError
-from rts_ssl.evaluation.curves import aggregate, collect_results, evaluated_on, plot_curves
+from rts_ssl.evaluation.curves import (
+    aggregate,
+    collect_results,
+    evaluated_on,
+    missing_cells,
+    plot_curves,
+)
 from rts_ssl.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ def run(cfg: DictConfig) -> None:
         results = results[results[column].isin(values)]
     if results.empty:
         raise InputError(output / "cells", f"no finished cell matches {selection}")
+    if missing := missing_cells(results, selection):
+        log.warning("selected cells without a result (still running, failed or not run), "
+                    "left out of the curve: %d, e.g. %s", len(missing), "; ".join(
+                        " ".join(f"{k}={v}" for k, v in cell.items()) for cell in missing[:3]))
     curve = aggregate(results)
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     order = [c for c in ("pretrained", FOLD, "label_fraction", "seed") if c in results]

@@ -8,6 +8,7 @@ interval says how much the result depends on the seed, not on which region is ha
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +44,16 @@ def collect_results(root: str | Path) -> pd.DataFrame:
         raise InputError(root, "no finished fine-tuning runs (result.json): run the cells "
                          "first (`python -m rts_ssl finetune -m ...` or `experiment=<name>`)")
     return pd.DataFrame(rows)
+
+
+def missing_cells(results: pd.DataFrame, selection: dict[str, list]) -> list[dict]:
+    """The cells a curve's selection asks for (every combination of its values) that have
+    no result: still running, failed or never run. A seed missing a fold is averaged over
+    the folds it has, so a curve with gaps is not the curve asked for."""
+    columns = [c for c in selection if c in results]
+    present = set(results[columns].itertuples(index=False, name=None))
+    return [dict(zip(columns, values, strict=True)) for values in
+            itertools.product(*(selection[c] for c in columns)) if values not in present]
 
 
 def seed_values(results: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
