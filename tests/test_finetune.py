@@ -154,6 +154,21 @@ def test_cli_refuses_an_encoder_of_bands_the_data_lacks(fake_data, tmp_path):
     assert "encoder was trained on bands B4, B3, B2, B8, slope but the data has blue" in done.stderr
 
 
+def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, tmp_path):
+    from test_files import held_by_another_process
+    from test_pretrain import write_data_config
+
+    cell = tmp_path / "cell"
+    with held_by_another_process(cell) as holder:
+        done = run_command("finetune", *finetune_args(write_data_config(fake_data), tmp_path,
+                                                      f"hydra.run.dir={cell}"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {cell}: is being run by process {holder.pid}, which writes the result: "
+        "wait for it, or run another cell")
+    assert not (cell / "result.json").exists()
+
+
 def test_cli_random_init_label_fraction(fake_data, tmp_path):
     from test_pretrain import write_data_config
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
@@ -35,13 +36,17 @@ RESULT = "result.json"
 
 def run(cfg: DictConfig) -> None:
     """Fine-tune one cell in its run directory, unless it is done or another run holds it:
-    two sweeps over one grid share its cells."""
+    two sweeps over one grid share its cells (a sweep skips a held cell; a single run
+    stops with an error, since whatever runs after it would find no result)."""
     started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with exclusive(run_dir) as holder:
-        if holder:
+        if holder and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.warning("skipped: %s is being run by process %s (it writes the result)",
                         run_dir, holder)
+        elif holder:
+            raise InputError(run_dir, f"is being run by process {holder}, which writes the "
+                             "result: wait for it, or run another cell")
         elif not cfg.overwrite and (run_dir / RESULT).is_file():
             log.info("already done: %s (overwrite=true runs it again)", run_dir / RESULT)
         else:
