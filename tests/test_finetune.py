@@ -165,7 +165,7 @@ def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: {cell}: is being run by process {holder.pid}, which writes the result: "
-        "wait for it, or run another cell")
+        "wait for it, or run in another folder")
     assert not (cell / "result.json").exists()
 
 

@@ -162,6 +162,27 @@ def test_cli_multirun_simclr_and_mae_export_encoders_and_offline_wandb(fake_data
     assert "encoder: " in done.stdout and "offline" in done.stdout
 
 
+def test_an_experiments_recipes_resume_and_sweeps_side_by_side_share_them(fake_data, tmp_path):
+    from test_files import held_by_another_process
+
+    sweep = pretrain_cmd(fake_data, tmp_path, "ssl=simclr,mae", "encoder=vit_tiny",
+                         "trainer.max_epochs=1", "logger.mode=disabled",
+                         "hydra.sweep.subdir=${ssl.name}", flags=["-m"])  # as experiments do
+    recipes = tmp_path / "pretrain"
+    with held_by_another_process(recipes / "mae") as holder:
+        first = subprocess.run(sweep, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"is being run by process {holder.pid}" in first.stdout + first.stderr
+    assert sorted(p.parent.parent.name for p in recipes.glob("*/encoder/encoder.yaml")) == [
+        "simclr"]
+    stamp = (recipes / "simclr" / "encoder" / "encoder.safetensors").stat().st_mtime_ns
+    again = subprocess.run(sweep, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already done" in again.stdout + again.stderr
+    assert (recipes / "simclr" / "encoder" / "encoder.safetensors").stat().st_mtime_ns == stamp
+    assert (recipes / "mae" / "encoder" / "encoder.yaml").is_file()
+
+
 def test_resume_after_a_killed_run_keeps_finished_epochs(fake_data, tmp_path):
     cmd = pretrain_cmd(fake_data, tmp_path, "trainer.max_epochs=40", "logger.mode=disabled")
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

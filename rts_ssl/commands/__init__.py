@@ -8,6 +8,8 @@ import errno
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
@@ -15,7 +17,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rts_ssl.config_checks import apply_renames, check_config
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
+from rts_ssl.files import exclusive
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 COMMANDS = {
@@ -79,6 +83,35 @@ def compose(command: str, overrides: list[str] = ()) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@contextmanager
+def claimed(run_dir: Path, result: Path, overwrite: bool) -> Iterator[bool]:
+    """Whether this run does its work in ``run_dir`` (held by it for the block), so sweeps
+    resume and several sweeps of one grid share it: not when ``result`` is there and not
+    ``overwrite``; not when another run holds the folder, which a sweep skips with a warning
+    and a single run reports as an error (whatever runs after it would find no result).
+    Under DDP only rank zero holds the folder; the other ranks follow its decision."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank:
+        yield overwrite or not result.exists()
+        return
+    with exclusive(run_dir) as holder:
+        if holder and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.warning("skipped: %s is being run by process %s (it writes the result)",
+                        run_dir, holder)
+            yield False
+        elif holder:
+            raise InputError(run_dir, f"is being run by process {holder}, which writes the "
+                             "result: wait for it, or run in another folder")
+        elif not overwrite and result.exists():
+            log.info("already done: %s (overwrite=true runs it again)", result)
+            yield False
+        else:
+            yield True
 
 
 def execute(command: str, cfg: DictConfig) -> int:

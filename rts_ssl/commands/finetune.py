@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
-from rts_ssl.commands import hydra_main
+from rts_ssl.commands import claimed, hydra_main
 from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.scenes import used_auxiliary
 from rts_ssl.data.splits import FOLD, fold_key
 from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
-from rts_ssl.files import exclusive, write_atomic
+from rts_ssl.files import write_atomic
 from rts_ssl.models.encoders import EncoderSpec
 from rts_ssl.models.export import export_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
@@ -35,21 +34,12 @@ RESULT = "result.json"
 
 
 def run(cfg: DictConfig) -> None:
-    """Fine-tune one cell in its run directory, unless it is done or another run holds it:
-    two sweeps over one grid share its cells (a sweep skips a held cell; a single run
-    stops with an error, since whatever runs after it would find no result)."""
+    """Fine-tune one cell in its run directory, unless it is done or another run holds it
+    (:func:`claimed`)."""
     started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with exclusive(run_dir) as holder:
-        if holder and HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.warning("skipped: %s is being run by process %s (it writes the result)",
-                        run_dir, holder)
-        elif holder:
-            raise InputError(run_dir, f"is being run by process {holder}, which writes the "
-                             "result: wait for it, or run another cell")
-        elif not cfg.overwrite and (run_dir / RESULT).is_file():
-            log.info("already done: %s (overwrite=true runs it again)", run_dir / RESULT)
-        else:
+    with claimed(run_dir, run_dir / RESULT, cfg.overwrite) as ours:
+        if ours:
             _train(cfg, run_dir, started)
 
 

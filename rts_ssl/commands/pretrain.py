@@ -12,17 +12,25 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rts_ssl import tracking
-from rts_ssl.commands import hydra_main
+from rts_ssl.commands import claimed, hydra_main
 from rts_ssl.data.datamodule import TileDataModule
-from rts_ssl.models.export import export_encoder
+from rts_ssl.models.export import ENCODER, export_encoder
 from rts_ssl.training import best_or_last, build_trainer, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    pl.seed_everything(cfg.seed, workers=True)
+    """Pretrain in the run directory, unless its encoder is exported there already (an
+    experiment's recipes each have one folder) or another run holds it (:func:`claimed`)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with claimed(run_dir, run_dir / ENCODER / f"{ENCODER}.yaml", cfg.overwrite) as ours:
+        if ours:
+            _pretrain(cfg, run_dir)
+
+
+def _pretrain(cfg: DictConfig, run_dir: Path) -> None:
+    pl.seed_everything(cfg.seed, workers=True)
     name = tracking.run_name(cfg.ssl.name, cfg.encoder.name, cfg.data.name)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = TileDataModule(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
@@ -69,7 +77,7 @@ def _export(trainer, task, datamodule, cfg, run_dir: Path, logger, name: str) ->
         "wandb_run": logger.experiment.id if logger is not None else None,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
-    directory = export_encoder(run_dir / "encoder", task.encoder, task.spec, metadata)
+    directory = export_encoder(run_dir / ENCODER, task.encoder, task.spec, metadata)
     tracking.log_encoder_artifact(logger, directory, f"encoder-{name}", metadata)
     return directory
 
