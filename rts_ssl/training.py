@@ -27,11 +27,14 @@ def build_trainer(cfg: DictConfig, callbacks: DictConfig | None, run_dir: Path,
                                    callbacks=made, default_root_dir=str(run_dir))
 
 
-def resume_checkpoint(resume: bool | str | None, runs: Path) -> Path | None:
-    """``last.ckpt`` to continue from: ``true`` = newest run under ``runs``; or a path."""
+def resume_checkpoint(resume: bool | str | None, runs: Path, run_dir: Path) -> Path | None:
+    """``last.ckpt`` to continue from: ``true`` = this run's own folder when it holds one (an
+    experiment's recipe, interrupted), else the newest run under ``runs``; or a path."""
     if resume in (None, False, "false", ""):
         return None
     if resume is True or resume == "true":
+        if (own := run_dir / "checkpoints" / LAST).is_file():
+            return own
         found = sorted(runs.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise InputError(runs, f"resume=true but no earlier run with checkpoints/{LAST}")

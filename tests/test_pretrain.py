@@ -183,6 +183,23 @@ def test_an_experiments_recipes_resume_and_sweeps_side_by_side_share_them(fake_d
     assert (recipes / "mae" / "encoder" / "encoder.yaml").is_file()
 
 
+def test_resume_takes_the_runs_own_checkpoint_else_the_newest_run(tmp_path):
+    from rts_ssl.training import resume_checkpoint
+
+    runs, own = tmp_path / "runs", tmp_path / "experiment" / "mae-vit_tiny"
+    for stamp, run in enumerate(("b", "a")):  # b is the newer run
+        (runs / run / "checkpoints").mkdir(parents=True)
+        (runs / run / "checkpoints" / "last.ckpt").write_bytes(b"")
+        os.utime(runs / run / "checkpoints" / "last.ckpt", (2000 - stamp, 2000 - stamp))
+    assert resume_checkpoint(True, runs, own) == runs / "b" / "checkpoints" / "last.ckpt"
+    (own / "checkpoints").mkdir(parents=True)
+    (own / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_checkpoint("true", runs, own) == own / "checkpoints" / "last.ckpt"
+    assert resume_checkpoint(False, runs, own) is None
+    with pytest.raises(InputError, match="no earlier run"):
+        resume_checkpoint(True, tmp_path / "none", tmp_path / "new")
+
+
 def test_resume_after_a_killed_run_keeps_finished_epochs(fake_data, tmp_path):
     cmd = pretrain_cmd(fake_data, tmp_path, "trainer.max_epochs=40", "logger.mode=disabled")
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

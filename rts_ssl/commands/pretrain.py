@@ -48,7 +48,7 @@ def _pretrain(cfg: DictConfig, run_dir: Path) -> None:
     summary = None
     try:
         trainer = build_trainer(cfg.trainer, cfg.callbacks, run_dir, logger)
-        resume = resume_checkpoint(cfg.resume, Path(cfg.runs_dir))
+        resume = resume_checkpoint(cfg.resume, Path(cfg.runs_dir), run_dir)
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
         if trainer.is_global_zero:
             encoder_dir = _export(trainer, task, datamodule, cfg, run_dir, logger, name)
