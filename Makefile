@@ -19,7 +19,8 @@ DEMO := outputs/demo
 SYNTHETIC := $${paths.cache_dir}/synthetic/planet-seed0-512px
 demo: $(VENV)/.installed
 	$(PY) -m rts_ssl prepare data=synthetic_planet_dem
-	$(PY) -m rts_ssl pretrain data=synthetic_planet_dem hydra.run.dir=$(DEMO)/pretrain
+	$(PY) -m rts_ssl pretrain data=synthetic_planet_dem hydra.run.dir=$(DEMO)/pretrain \
+		overwrite=true
 	$(PY) -m rts_ssl finetune data=synthetic_planet_dem pretrained=$(DEMO)/pretrain \
 		hydra.run.dir=$(DEMO)/finetune overwrite=true
 	$(PY) -m rts_ssl predict model=$(DEMO)/finetune/model output=$(DEMO)/predict \
