@@ -169,6 +169,24 @@ def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, 
     assert not (cell / "result.json").exists()
 
 
+def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path):
+    """Under DDP the second rank re-runs the command in the same folder: it must follow rank
+    zero, which holds the folder, not find it held and leave rank zero waiting."""
+    import subprocess
+    import sys
+
+    from test_pretrain import write_data_config
+
+    cell = tmp_path / "cell"
+    done = subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", *finetune_args(
+        write_data_config(fake_data), tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.max_epochs=1", f"hydra.run.dir={cell}")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((cell / "result.json").read_text())["test/iou"] >= 0
+    assert (cell / "model" / "model.safetensors").is_file()
+
+
 def test_cli_random_init_label_fraction(fake_data, tmp_path):
     from test_pretrain import write_data_config
 
