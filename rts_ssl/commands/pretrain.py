@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from rts_ssl import tracking
 from rts_ssl.commands import claimed, hydra_main
 from rts_ssl.data.datamodule import TileDataModule
-from rts_ssl.models.export import ENCODER, export_encoder
+from rts_ssl.models.export import ENCODER, description_file, export_encoder
 from rts_ssl.training import best_or_last, build_trainer, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> None:
     """Pretrain in the run directory, unless its encoder is exported there already (an
     experiment's recipes each have one folder) or another run holds it (:func:`claimed`)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with claimed(run_dir, run_dir / ENCODER / f"{ENCODER}.yaml", cfg.overwrite) as ours:
+    with claimed(run_dir, description_file(run_dir / ENCODER), cfg.overwrite) as ours:
         if ours:
             _pretrain(cfg, run_dir)
 

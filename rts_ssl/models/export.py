@@ -27,6 +27,17 @@ ENCODER, MODEL = "encoder", "model"
 FORMATS = {ENCODER: "rts_ssl.encoder/1", MODEL: "rts_ssl.model/1"}
 
 
+def description_file(directory: str | Path, kind: str = ENCODER) -> Path:
+    """The YAML that describes the encoder or model exported in ``directory``."""
+    return Path(directory) / f"{kind}.yaml"
+
+
+def is_exported(directory: str | Path, kind: str = ENCODER) -> bool:
+    """Whether ``directory`` holds an export (exports appear whole: temporary folder +
+    rename)."""
+    return description_file(directory, kind).is_file()
+
+
 def _export(directory: str | Path, kind: str, module: nn.Module, spec: EncoderSpec,
             metadata: dict) -> Path:
     """Write ``<kind>.safetensors`` + ``<kind>.yaml`` atomically (temporary dir + rename)."""
@@ -38,7 +49,7 @@ def _export(directory: str | Path, kind: str, module: nn.Module, spec: EncoderSp
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, tmp / f"{kind}.safetensors")
         info = {"format": FORMATS[kind], "architecture": spec.to_dict(), **metadata}
-        (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+        description_file(tmp, kind).write_text(yaml.safe_dump(info, sort_keys=False))
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(tmp, directory)
     finally:
@@ -48,7 +59,7 @@ def _export(directory: str | Path, kind: str, module: nn.Module, spec: EncoderSp
 
 def read_info(directory: str | Path, kind: str = ENCODER) -> dict:
     """The YAML description of an exported encoder or model, checked."""
-    meta = Path(directory) / f"{kind}.yaml"
+    meta = description_file(directory, kind)
     if not meta.is_file():
         raise InputError(directory, f"not an exported {kind} (no {kind}.yaml)")
     try:

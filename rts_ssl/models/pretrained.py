@@ -12,7 +12,7 @@ import torch
 from rts_ssl.data.sensors import band_indexes, canonical_band
 from rts_ssl.errors import InputError
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
-from rts_ssl.models.export import export_encoder, read_weights
+from rts_ssl.models.export import export_encoder, is_exported, read_weights
 
 log = logging.getLogger(__name__)
 NONE = ("", "none", "None", "null")
@@ -39,7 +39,7 @@ def resolve_pretrained(ref: str | None, cache_dir: str | Path,
                                  input_size)
     path = Path(ref).expanduser()
     for candidate in (path, path / "encoder"):
-        if (candidate / "encoder.yaml").is_file():
+        if is_exported(candidate):
             return candidate
     raise InputError(ref, "not an encoder directory, a pretraining run directory, "
                      "wandb:<entity>/<project>/<name>:<alias> or torchgeo:<weights enum>")
@@ -65,7 +65,7 @@ def published_encoder(name: str, bands: Sequence[str], cache_dir: Path,
     if not model.startswith("resnet"):
         raise InputError(f"{TORCHGEO}{name}", f"{model} weights are not supported (ResNets)")
     target = cache_dir / "torchgeo" / f"{name}-{'_'.join(bands)}"
-    if (target / "encoder.yaml").is_file():
+    if is_exported(target):
         return target
     try:
         state = weights.get_state_dict(progress=False)
@@ -126,7 +126,7 @@ def _download(name: str, cache_dir: Path) -> Path:
     import wandb
 
     target = cache_dir / "artifacts" / name.replace("/", "_").replace(":", "_")
-    if (target / "encoder.yaml").is_file():
+    if is_exported(target):
         return target
     try:
         artifact = wandb.Api().artifact(name, type="encoder")
