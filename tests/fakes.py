@@ -42,12 +42,13 @@ def ramp_scene(bands: int = 4, size: int = 64, dtype=np.uint16) -> np.ndarray:
 
 
 def square_polygons(path: Path, squares: list[tuple[float, float, float]], crs="EPSG:32608",
-                    **columns) -> Path:
-    """Squares (x, y, side) in map units written as a vector file (driver from suffix)."""
+                    layer: str | None = None, **columns) -> Path:
+    """Squares (x, y, side) in map units written as a vector file (driver from suffix), as
+    ``layer`` of it when given (GeoPackages hold several)."""
     from shapely.geometry import box
 
     geoms = [box(x, y, x + side, y + side) for x, y, side in squares]
-    gpd.GeoDataFrame(columns, geometry=geoms, crs=crs).to_file(path)
+    gpd.GeoDataFrame(columns, geometry=geoms, crs=crs).to_file(path, layer=layer)
     return path
 
 

@@ -315,6 +315,28 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
         assert "POOLED" in done.stdout
 
 
+def test_evaluate_reads_the_named_layer_of_a_multi_layer_polygon_file(tmp_path):
+    import json
+
+    from fakes import ORIGIN, square_polygons
+
+    scene = scene_with_border(tmp_path / "s.tif")
+    truth = tmp_path / "truth.gpkg"  # slumps beside look-alikes, as the synthetic labels
+    square_polygons(truth, [(ORIGIN[0] + 150, ORIGIN[1] - 480, 180)], layer="slumps")
+    square_polygons(truth, [(ORIGIN[0] + 30, ORIGIN[1] - 120, 60)], layer="lookalikes")
+    model = export(tmp_path, constant=10.0)  # predicts slump everywhere valid
+    args = ("evaluate", f"model={model}", f"input={scene}", f"masks={truth}", "window=128",
+            "overlap=32", f"output={tmp_path / 'metrics.json'}")
+    done = run_command(*args)
+    assert done.returncode == 2
+    assert "truth.gpkg: has 2 layers (slumps, lookalikes); set masks_layer" in done.stderr
+    done = run_command(*args, "masks_layer=slumps")
+    assert done.returncode == 0, done.stderr[-2000:]
+    pooled = json.loads((tmp_path / "metrics.json").read_text())["pooled"]
+    valid = (300 - 40) * (300 - 25)
+    assert pooled["precision"] == pytest.approx(3600 / valid, rel=1e-3)  # the slump only
+
+
 def test_a_model_directory_named_like_a_curve_cell_needs_no_quotes(tmp_path):
     model = export(tmp_path / "entry=random-resnet18,seed=0")  # a cell's model/
     done = predict(model, scene_with_border(tmp_path / "s.tif", size=100), tmp_path / "out")

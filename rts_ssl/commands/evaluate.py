@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> None:
     mask = Path(cfg.masks)
     scenes = find_scenes(scenes_input(cfg.input, cfg.stac, Path(cfg.output).parent))
     pairs = pair_scenes(scenes, mask)
-    labels = load_labels(mask, prediction.scene_options.get("pixel_size_m"))
+    labels = load_labels(mask, cfg.masks_layer, prediction.scene_options.get("pixel_size_m"))
     pooled, per_scene = None, {}
     thresholds = list(cfg.thresholds or [])
     work = partial(evaluate_scene, labels=labels, iou_threshold=cfg.iou_threshold,

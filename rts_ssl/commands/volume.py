@@ -29,7 +29,8 @@ def run(cfg: DictConfig) -> None:
         if not cfg[key]:
             raise InputError(key, f"missing: name a file with {key}=<path>")
     before, after, grid = read_dem_pair(Path(cfg.dem_before), Path(cfg.dem_after))
-    polygons = read_polygons(cfg.polygons, cfg.polygons_layer).to_crs(grid.crs)
+    polygons = read_polygons(cfg.polygons, cfg.polygons_layer,
+                             layer_option="polygons_layer").to_crs(grid.crs)
     stable = stable_terrain(polygons, grid, cfg.stable_buffer_m)
     change, registration = coregister(before, after, stable, grid,
                                       cfg.coregistration_iterations)

@@ -165,12 +165,14 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> tuple[set[int], int]:
     """Each scene's polygons; returns which of the file's polygons (by row) touched a scene,
     and how many it holds."""
     labels_path = data["labels"]
-    polygons = read_polygons(labels_path, data.get("labels_layer"), data.get("pixel_size_m"))
+    polygons = read_polygons(labels_path, data.get("labels_layer"), data.get("pixel_size_m"),
+                             "data.labels_layer")
     if polygons.empty:
         raise InputError(labels_path, "holds no polygons")
     footprints = None
     if data.get("footprints"):
-        footprints = read_polygons(data["footprints"], data.get("footprints_layer"))
+        footprints = read_polygons(data["footprints"], data.get("footprints_layer"),
+                                   layer_option="data.footprints_layer")
     index = LabelIndex(polygons, footprints, data.get("id_column") or "image_id")
     touched: set[int] = set()
     readable = [job for job in jobs if not job.error]

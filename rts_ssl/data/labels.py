@@ -62,11 +62,13 @@ def _zip_sources(archive: zipfile.ZipFile, prefix: str) -> list[str]:
 
 
 def read_polygons(path: str | Path, layer: str | None = None,
-                  pixel_size_m: float | None = None) -> gpd.GeoDataFrame:
+                  pixel_size_m: float | None = None,
+                  layer_option: str = "the layer") -> gpd.GeoDataFrame:
     """All polygons in a vector file (or zip of them), cleaned, in the first source's CRS.
 
     Columns are kept; a ``source`` column says which file (and layer) each row came from.
-    A multi-layer file needs ``layer``: merging e.g. slumps with look-alikes would be wrong.
+    A multi-layer file needs ``layer`` (given by the user as ``layer_option``, which its
+    error names): merging e.g. slumps with look-alikes would be wrong.
     A COCO annotation file gives the polygons of chip images on their local pixel grid
     (``pixel_size_m`` metres per pixel).
     """
@@ -74,20 +76,22 @@ def read_polygons(path: str | Path, layer: str | None = None,
     if coco is not None:
         frame = coco_polygons(coco, path, pixel_size_m).assign(source=str(path))
         return clean_polygons(frame, path)
-    frames = [_read_source(path, source, layer) for source in vector_sources(path)]
+    frames = [_read_source(path, source, layer, layer_option) for source in vector_sources(path)]
     crs = frames[0].crs
     merged = pd.concat([f.to_crs(crs) for f in frames], ignore_index=True)
     return clean_polygons(gpd.GeoDataFrame(merged, geometry="geometry", crs=crs), path)
 
 
-def _read_source(path: str | Path, source: str, layer: str | None) -> gpd.GeoDataFrame:
+def _read_source(path: str | Path, source: str, layer: str | None,
+                 layer_option: str) -> gpd.GeoDataFrame:
     label = source.replace(f"/vsizip/{path}", str(path)) if source != str(path) else str(path)
     try:
         layers = [name for name, _ in pyogrio.list_layers(source)]
     except Exception as err:  # pyogrio raises several DataSourceError subclasses
         raise InputError(label, f"not a readable vector file ({_one_line(err)})") from None
     if layer is None and len(layers) > 1:
-        raise InputError(label, f"has {len(layers)} layers ({', '.join(layers)}); set the layer")
+        raise InputError(label, f"has {len(layers)} layers ({', '.join(layers)}); "
+                         f"set {layer_option}")
     chosen = layer if layer is not None else layers[0]
     if chosen not in layers:
         raise InputError(label, f"has no layer {chosen!r} (layers: {', '.join(layers)})")
