@@ -267,6 +267,27 @@ def test_grid_crops_cover_each_tile_exactly(tmp_path):
     torch.testing.assert_close(top, expected)
 
 
+@pytest.mark.parametrize("crop", [128, 48])  # whole tiles; crops 0, 40, 80 of each tile
+def test_evaluation_windows_count_each_scene_pixel_once(tmp_path, crop):
+    prepare_dataset(make_data(tmp_path), tmp_path / "out")
+    tiles = TileStore(tmp_path / "out").tiles
+    scene = tiles.index[tiles["scene"] == tiles["scene"].iloc[0]].to_numpy()  # 8 tiles
+    plain, once = (TileDataset(tmp_path / "out", scene, crop, grid=True, count_once=flag)
+                   for flag in (False, True))
+    positions = list(range(len(plain)))
+    ignored = [data.__getitems__(positions).batched["ignore"].numpy() for data in (plain, once)]
+    counted, valid = np.zeros((300, 300), int), np.zeros((300, 300), bool)
+    for position, before, after in zip(positions, *ignored, strict=True):
+        row, col = tiles.loc[scene[position // len(once.grid)], ["row", "col"]]
+        r, c = np.array([row, col]) + once.grid[position % len(once.grid)]
+        counted[r:r + crop, c:c + crop] += ~after
+        valid[r:r + crop, c:c + crop] |= ~before  # not nodata, inside a kept tile
+    assert valid.sum() == 300 * 300 - 100 * 100  # the nodata corner (200:300)^2 stays out
+    np.testing.assert_array_equal(counted, valid)  # once each, not up to 4 times
+    moved = ignored[1] & ~ignored[0]
+    assert 0.05 < moved.mean() < 0.5
+
+
 def test_slump_crops_hold_a_slump_pixel(tmp_path):
     prepare_dataset(make_data(tmp_path), tmp_path / "out")
     tiles = TileStore(tmp_path / "out").tiles

@@ -118,7 +118,8 @@ class TileDataModule(pl.LightningDataModule):
             self.datasets[name] = TileDataset(store, indices.to_numpy(), size, self.bands,
                                               self.temporal_positives and train, grid=not train,
                                               slump_crops=self.slump_crops if train else 0.0,
-                                              stats=stats)
+                                              stats=stats,
+                                              count_once=not train and self.labels is not None)
         if self.unlabelled:
             self.datasets["unlabelled"] = self._unlabelled_tiles()
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
@@ -25,7 +26,10 @@ class TileDataset(Dataset):
     location (the tile itself when the location was seen once), for contrastive learning.
     ``slump_crops``: the share of random crops placed to hold a slump pixel of their tile.
     ``stats``: normalise with these (by band name: the training split's, a model's) instead of
-    the statistics of every tile of the store.
+    the statistics of every tile of the store. ``count_once`` (evaluation grids): where
+    windows of one scene overlap (overlapping tiles, the pulled-back last crop), each pixel is
+    counted by one of them only (the others mark it ``ignore``), so that val / test metrics
+    weigh every scene pixel once, as a map of the scene would.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class TileDataset(Dataset):
         grid: bool = False,
         slump_crops: float = 0.0,
         stats: BandStats | None = None,
+        count_once: bool = False,
     ) -> None:
         self.store = store if isinstance(store, TileStore) else TileStore(store)
         self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices)
@@ -61,6 +66,9 @@ class TileDataset(Dataset):
         if grid:
             starts = tile_starts(self.store.tile_size, self.crop_size, 0)
             self.grid = np.array([(r, c) for r in starts for c in starts])
+        self.counted_elsewhere = (_counted_elsewhere(self.store.tiles.loc[self.indices],
+                                                     self.grid, self.crop_size)
+                                  if count_once and self.grid is not None else {})
 
     def __len__(self) -> int:
         return len(self.indices) * (1 if self.grid is None else len(self.grid))
@@ -80,6 +88,9 @@ class TileDataset(Dataset):
             tiles = self.indices[positions // len(self.grid)]
             offsets = self.grid[positions % len(self.grid)]
         image, masks = self._read(tiles, offsets)
+        for k, position in enumerate(positions.tolist()):
+            if position in self.counted_elsewhere:
+                masks[k, 1] |= self.counted_elsewhere[position]
         batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool(),
                    "nodata": masks[:, 2].bool()}
         if self.partners is not None:
@@ -127,6 +138,33 @@ class TileBatch(list):
 def collate_tiles(batch: list) -> dict[str, torch.Tensor]:
     """``collate_fn`` for TileDataset loaders: no copy for batches it built itself."""
     return batch.batched if isinstance(batch, TileBatch) else default_collate(batch)
+
+
+def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Tensor]:
+    """For the evaluation windows (dataset positions: tile x grid crop) that share pixels
+    with other windows of their scene: the pixels another window counts (uint8, 1 = there).
+
+    A pixel goes to the covering window with the nearest centre (the first on ties): the
+    scene is cut at the middle of each overlap, every pixel counted exactly once."""
+    origins = (np.repeat(tiles[["row", "col"]].to_numpy(), len(grid), axis=0)
+               + np.tile(grid, (len(tiles), 1)))
+    scenes = pd.Series(np.repeat(tiles["scene"].to_numpy(), len(grid)))
+    offsets = np.arange(size) + 0.5
+    elsewhere = {}
+    for members in scenes.groupby(scenes).indices.values():
+        for position in members:
+            near = members[(np.abs(origins[members] - origins[position]) < size).all(axis=1)]
+            if len(near) == 1:
+                continue
+            rows = origins[position, 0] + offsets - origins[near, :1]  # (windows, size)
+            cols = origins[position, 1] + offsets - origins[near, 1:]
+            distance = (rows - size / 2)[:, :, None] ** 2 + (cols - size / 2)[:, None, :] ** 2
+            covers = (((rows > 0) & (rows < size))[:, :, None]
+                      & ((cols > 0) & (cols < size))[:, None, :])
+            owner = near[np.where(covers, distance, np.inf).argmin(axis=0)]
+            if (owner != position).any():
+                elsewhere[int(position)] = torch.from_numpy((owner != position).astype(np.uint8))
+    return elsewhere
 
 
 def _other_dates(tiles) -> dict[int, np.ndarray]:
