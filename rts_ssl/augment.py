@@ -91,11 +91,15 @@ class SegmentationAugment(nn.Module):
     """Fine-tuning views: per sample, the same random flips and 90-degree rotation of the
     image and its label planes (exact: no resampling of labels), then per-band gain and
     offset jitter of the image, the acquisition and product-level shifts between the
-    training regions and a new one."""
+    training regions and a new one. ``band_dropout``: the probability of zeroing one band of
+    a sample (its mean, after normalisation), so that no single cue (e.g. relative elevation,
+    weak in low-relief regions) carries the prediction alone."""
 
-    def __init__(self, band_gain: float = 0.1, band_offset: float = 0.1) -> None:
+    def __init__(self, band_gain: float = 0.1, band_offset: float = 0.1,
+                 band_dropout: float = 0.0) -> None:
         super().__init__()
         self.jitter = BandJitter(band_gain, band_offset)
+        self.dropout = BandDropout(band_dropout)
 
     def forward(self, image: torch.Tensor, *planes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``image`` (B, C, H, W) and planes (B, H, W) of square crops, augmented alike."""
@@ -110,5 +114,5 @@ class SegmentationAugment(nn.Module):
             turned = [x, *(torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3))]
             x = torch.stack(turned)[turns, torch.arange(batch, device=image.device)]
             out.append(x if tensor.dim() == 4 else x.squeeze(1))
-        out[0] = self.jitter(out[0])
+        out[0] = self.dropout(self.jitter(out[0]))
         return tuple(out)
