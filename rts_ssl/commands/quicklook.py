@@ -23,7 +23,8 @@ def run(cfg: DictConfig) -> None:
     layer = cfg.labels_layer or (None if cfg.labels else data.get("labels_layer"))
     polygons = None
     if labels:
-        index = LabelIndex(read_polygons(labels, layer, data.get("pixel_size_m"), "labels_layer"))
+        index = LabelIndex(read_polygons(labels, layer, data.get("pixel_size_m"),
+                                         layer_option="labels_layer"))
         with Scene(scene_path, data["bands"], **scene_options(data)) as scene:
             polygons, _ = index.for_scene(scene.path.stem, tuple(scene.bounds), scene.crs)
     out = render_quicklook(scene_path, cfg.output, polygons, scene_options(data))

@@ -166,7 +166,7 @@ def _attach_labels(jobs: list[SceneJob], data: Mapping) -> tuple[set[int], int]:
     and how many it holds."""
     labels_path = data["labels"]
     polygons = read_polygons(labels_path, data.get("labels_layer"), data.get("pixel_size_m"),
-                             "data.labels_layer")
+                             layer_option="data.labels_layer")
     if polygons.empty:
         raise InputError(labels_path, "holds no polygons")
     footprints = None

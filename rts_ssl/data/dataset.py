@@ -161,9 +161,9 @@ def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Te
             distance = (rows - size / 2)[:, :, None] ** 2 + (cols - size / 2)[:, None, :] ** 2
             covers = (((rows > 0) & (rows < size))[:, :, None]
                       & ((cols > 0) & (cols < size))[:, None, :])
-            owner = near[np.where(covers, distance, np.inf).argmin(axis=0)]
-            if (owner != position).any():
-                elsewhere[int(position)] = torch.from_numpy((owner != position).astype(np.uint8))
+            other = near[np.where(covers, distance, np.inf).argmin(axis=0)] != position
+            if other.any():
+                elsewhere[int(position)] = torch.from_numpy(other.astype(np.uint8))
     return elsewhere
 
 

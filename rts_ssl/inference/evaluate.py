@@ -97,7 +97,7 @@ def load_labels(mask: Path, layer: str | None = None,
                 pixel_size_m: float | None = None) -> LabelIndex | None:
     """Polygons when the reference is a vector (or COCO) file, else None (raster masks)."""
     if mask.is_file() and mask.suffix.lower() not in (*GEOTIFF_SUFFIXES, *CHIP_SUFFIXES):
-        return LabelIndex(read_polygons(mask, layer, pixel_size_m, "masks_layer"))
+        return LabelIndex(read_polygons(mask, layer, pixel_size_m, layer_option="masks_layer"))
     return None
 
 
