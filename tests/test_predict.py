@@ -395,6 +395,25 @@ def test_exclusion_polygons_and_raster_remove_predictions(tmp_path):
         assert (values[40:, :149] == 0).all() and (values[40:, 151:275] == 254).all()
 
 
+def test_exclusion_layer_of_a_multi_layer_file(tmp_path):
+    from fakes import ORIGIN, square_polygons
+
+    scene = scene_with_border(tmp_path / "s.tif")
+    model = export(tmp_path, constant=10.0)
+    water = tmp_path / "masks.gpkg"  # the left 450 m square as water, a road elsewhere
+    square_polygons(water, [(ORIGIN[0], ORIGIN[1] - 450, 450)], layer="water")
+    square_polygons(water, [(ORIGIN[0] + 600, ORIGIN[1] - 300, 150)], layer="roads")
+    done = predict(model, scene, tmp_path / "out", f"exclude={water}")
+    assert done.returncode == 2
+    assert "masks.gpkg: has 2 layers (water, roads); set exclude_layer" in done.stderr
+    done = predict(model, scene, tmp_path / "out", f"exclude={water}", "exclude_layer=water")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with rasterio.open(tmp_path / "out" / "s_probability.tif") as src:
+        values = src.read(1)
+    assert (values[40:149, :149] == 0).all() and (values[40:149, 151:275] == 254).all()
+    assert (values[200:, :149] == 254).all() and (values[110:140, 210:240] == 254).all()
+
+
 def test_probability_rasters_store_uint8_with_a_nodata_value():
     from rts_ssl.inference.probability import (
         NODATA,

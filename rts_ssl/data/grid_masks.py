@@ -49,12 +49,14 @@ class GridMask:
                              f"{scene.path.name}")
 
     @classmethod
-    def from_file(cls, path: str | Path, scene, **options) -> GridMask:
-        """A GeoTIFF mask or a vector file of polygons, told apart by the suffix."""
+    def from_file(cls, path: str | Path, scene, layer: str | None = None,
+                  layer_option: str = "the layer", **options) -> GridMask:
+        """A GeoTIFF mask or a vector file of polygons, told apart by the suffix; ``layer``
+        of a multi-layer vector file (the user's ``layer_option`` names it)."""
         path = Path(path)
         if path.suffix.lower() in GEOTIFF_SUFFIXES:
             return cls(scene, raster=path, **options)
-        return cls(scene, polygons=read_polygons(path))
+        return cls(scene, polygons=read_polygons(path, layer, layer_option=layer_option))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         shape = (int(window.height), int(window.width))

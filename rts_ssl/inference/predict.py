@@ -45,8 +45,9 @@ class Prediction:
     ``scene_options`` say how scenes are read (``Scene`` keywords: band names of files
     without descriptions, ``dem`` for terrain bands, ``auxiliary`` rasters (default: the
     pattern the models were trained with), ``offset``, ``pixel_size_m`` of chip images);
-    ``exclude`` (a mask GeoTIFF or polygons, any CRS) sets the probability to 0 inside it;
-    smaller slumps than ``min_area_m2`` are dropped.
+    ``exclude`` (a mask GeoTIFF or polygons, any CRS; ``exclude_layer`` of a multi-layer
+    vector file) sets the probability to 0 inside it; smaller slumps than ``min_area_m2``
+    are dropped.
     """
 
     ensemble: Ensemble
@@ -55,6 +56,7 @@ class Prediction:
     scene_options: dict = field(default_factory=dict)
     exclude: str | Path | None = None
     min_area_m2: float = 0.0
+    exclude_layer: str | None = None
 
     def on_device(self, device: str) -> Prediction:
         """The same prediction with its models on ``device`` (a worker's own GPU)."""
@@ -73,7 +75,8 @@ class Prediction:
     def from_config(cls, cfg) -> Prediction:
         """From a predict/evaluate/monitor config (``model``, ``threshold``, ``device``,
         ``window``, ``overlap``, ``batch_size``, ``band_names``, ``dem``, ``auxiliary``,
-        ``offset``, ``nodata``, ``pixel_size_m``, and ``exclude``/``min_area_m2``)."""
+        ``offset``, ``nodata``, ``pixel_size_m``, ``exclude``, ``exclude_layer`` and
+        ``min_area_m2``)."""
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         checkpoint = cfg.model
         if not isinstance(checkpoint, str | Path | None):
@@ -89,7 +92,7 @@ class Prediction:
         if cfg.get("auxiliary") is not None:
             options["auxiliary"] = _plain(cfg.auxiliary)
         return cls(ensemble, windowing, device, options, cfg.get("exclude"),
-                   float(cfg.get("min_area_m2") or 0.0))
+                   float(cfg.get("min_area_m2") or 0.0), cfg.get("exclude_layer"))
 
 
 def _windowing(size: int, overlap: int | None, batch: int) -> Windowing:
@@ -189,8 +192,8 @@ def predict_scene(path: Path, prediction: Prediction, output: Path) -> SceneResu
                                           if scene.tags.get(tag)), None),
                           "threshold": ensemble.threshold}
             quicklook = BlockMeans.of_rgb_in(scene)  # gathered as prediction reads
-            with (GridMask.from_file(prediction.exclude, scene, same_grid=False,
-                                     what="exclusion mask")
+            with (GridMask.from_file(prediction.exclude, scene, prediction.exclude_layer,
+                                     "exclude_layer", same_grid=False, what="exclusion mask")
                   if prediction.exclude else nullcontext()) as exclusion:
                 _write_probability(scene, ensemble, prediction.windowing,
                                    targets["probability"], prediction.device, exclusion,
