@@ -187,6 +187,36 @@ def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path):
     assert (cell / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("encoder", ["resnet18", "spectral_rule"])
+def test_retest_scores_a_done_cell_again_without_training_it(fake_data, tmp_path, encoder):
+    from test_pretrain import write_data_config
+
+    cell = tmp_path / "cell"
+    args = finetune_args(write_data_config(fake_data), tmp_path, f"encoder={encoder}",
+                         f"hydra.run.dir={cell}")
+    done = run_command("finetune", *args, "retest=true")  # not done yet: trained
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((cell / "result.json").read_text())
+    curves = (cell / "metrics.csv").read_text()
+    stale = {**trained, "test/iou": 7.0, "test/object_f1": 7.0, "test/old_metric": 7.0}
+    (cell / "result.json").write_text(json.dumps(stale))
+    done = run_command("finetune", *args, "retest=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "retested:" in done.stderr
+    retested = json.loads((cell / "result.json").read_text())
+    assert retested.pop("retested") is True and "test/old_metric" not in retested
+    assert retested == pytest.approx(trained)  # the same weights, threshold and test tiles
+    assert retested["seconds"] == trained["seconds"]  # not trained again
+    assert (cell / "metrics.csv").read_text() == curves
+    info = read_info(cell / "model", "model")
+    assert info["metrics"]["test/iou"] == pytest.approx(trained["test/iou"])
+    assert info["metrics"]["val/f1"] == pytest.approx(trained["val/f1"])
+    done = run_command("finetune", *args, "retest=true", "data.bands=[blue,green,red]")
+    assert done.returncode == 2
+    assert "model: trained on bands blue, green, red, nir but data fake has blue, green, red" \
+        in done.stderr
+
+
 def test_cli_random_init_label_fraction(fake_data, tmp_path):
     from test_pretrain import write_data_config
 

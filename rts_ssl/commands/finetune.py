@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +22,7 @@ from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
 from rts_ssl.files import write_atomic
 from rts_ssl.models.encoders import EncoderSpec
-from rts_ssl.models.export import export_model, read_info
+from rts_ssl.models.export import export_model, read_info, read_weights
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
@@ -35,11 +36,13 @@ RESULT = "result.json"
 
 def run(cfg: DictConfig) -> None:
     """Fine-tune one cell in its run directory, unless it is done or another run holds it
-    (:func:`claimed`)."""
+    (:func:`claimed`); ``retest``: a done cell's model is tested again instead."""
     started = time.monotonic()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with claimed(run_dir, run_dir / RESULT, cfg.overwrite) as ours:
-        if ours:
+    with claimed(run_dir, run_dir / RESULT, cfg.overwrite or cfg.retest) as ours:
+        if ours and cfg.retest and not cfg.overwrite and (run_dir / RESULT).exists():
+            _retest(cfg, run_dir)
+        elif ours:
             _train(cfg, run_dir, started)
 
 
@@ -60,20 +63,13 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
                    "input_size": cfg.input_size}
     semi, unlabelled = _semi_supervision(cfg, encoder)
     line = curve_line(info, encoder["name"], semi)
-    count = cfg.label_count
-    fraction = None if count else (cfg.label_fraction or 1.0)
+    fraction, count = _label_budget(cfg)
     fields = {"pretrained": line, "ssl": info["ssl"] if info else "none",
               "encoder": encoder["name"], "label_fraction": fraction, "label_count": count,
               "seed": cfg.seed, "mode": cfg.mode, "semi": semi["name"] if semi else "none",
               "unlabelled": unlabelled["name"] if unlabelled else None,
               FOLD: fold_key(cfg.split.test_regions)}
-    datamodule = TileDataModule(
-        data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-        crop_size=encoder["input_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
-        balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
-        slump_crops=cfg.slump_crops,
-        eval_crop_size=encoder["input_size"] if encoder.get("patch_size") else None,
-        unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
+    datamodule = _datamodule(cfg, data, encoder, semi, unlabelled)
     options = {"mode": cfg.mode, "iou_threshold": cfg.iou_threshold,
                **OmegaConf.to_container(cfg.head)}
     if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
@@ -113,6 +109,63 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
+
+
+def _label_budget(cfg: DictConfig) -> tuple[float | None, int | None]:
+    """(label fraction, label count): a count overrides the fraction; neither means all."""
+    count = cfg.label_count
+    return (None if count else (cfg.label_fraction or 1.0)), count
+
+
+def _datamodule(cfg: DictConfig, data: dict, encoder: dict, semi: dict | None = None,
+                unlabelled: dict | None = None) -> TileDataModule:
+    """The cell's tiles: its label subset for training, validation and test splits."""
+    fraction, count = _label_budget(cfg)
+    return TileDataModule(
+        data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        crop_size=encoder["input_size"], split=cfg.split, samples_per_epoch=cfg.samples_per_epoch,
+        balance=cfg.balance, labels={"fraction": fraction, "count": count, "seed": cfg.seed},
+        slump_crops=cfg.slump_crops,
+        eval_crop_size=encoder["input_size"] if encoder.get("patch_size") else None,
+        unlabelled=unlabelled, unlabelled_ratio=semi["unlabelled_ratio"] if semi else 1.0)
+
+
+def _retest(cfg: DictConfig, run_dir: Path) -> None:
+    """Test a done cell's exported model again with today's test code (after a fix of the
+    evaluation, say), without training it again: the result's and model.yaml's test metrics
+    are replaced; its cost, validation F1, threshold and learning curves are kept."""
+    pl.seed_everything(cfg.seed, workers=True)
+    result = json.loads((run_dir / RESULT).read_text())
+    model = run_dir / "model"
+    info = read_info(model, "model")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if list(data["bands"]) != list(info["bands"]):
+        raise InputError(model, f"trained on bands {', '.join(info['bands'])} but data "
+                         f"{data['name']} has {', '.join(data['bands'])}")
+    encoder = info["architecture"]
+    options = {"mode": info["mode"], "iou_threshold": cfg.iou_threshold,
+               "decoder_channels": info.get("decoder_channels")}
+    if encoder["name"] == SpectralRule.name:
+        task = SpectralRuleTask(encoder, bands=info["bands"], stats=info["normalization"],
+                                **options)
+    else:
+        task = SegmentationTask(encoder, **options)
+    task.net.load_state_dict(read_weights(model, "model"))
+    task.threshold.fill_(info["threshold"])
+    datamodule = _datamodule(cfg, data, encoder)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[],
+                                      default_root_dir=str(run_dir))
+    tested = trainer.test(task, datamodule=datamodule, verbose=False)[0]
+    if trainer.is_global_zero:
+        tested = {k: float(v) for k, v in tested.items()}
+        kept = {k: v for k, v in info["metrics"].items() if not k.startswith("test/")}
+        metadata = {k: v for k, v in info.items() if k not in ("format", "architecture")}
+        export_model(model, task.net, task.spec, {**metadata, "metrics": {**kept, **tested}})
+        result = {k: v for k, v in result.items() if not k.startswith("test/")}
+        write_atomic(run_dir / RESULT, lambda tmp: tmp.write_text(
+            json.dumps({**result, **tested, "retested": True}, indent=1)))
+        log.info("retested: %s | test IoU %.3f, object F1 %.3f", model,
+                 tested.get("test/iou", float("nan")), tested.get("test/object_f1", float("nan")))
 
 
 def curve_line(info: dict | None, encoder: str, semi: dict | None) -> str:
