@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 # SimCLR), fine-tune on the labels of two regions (test = the held-out region peel), map the
 # held-out region: probability rasters, slump polygons, quicklooks with predicted outlines.
 # Peel, not yamal, is held out: yamal's sea coast is a look-alike that peel and banks lack,
-# so a model trained without it scores 0.25-0.72 there by seed and recipe
+# so a model trained without it scores 0.08-0.64 there by seed and recipe
 # (experiments/finetune_diagnosis); label_efficiency_synthetic keeps yamal as the hard test.
 DEMO := outputs/demo
 SYNTHETIC := $${paths.cache_dir}/synthetic/planet-seed0-512px
