@@ -178,13 +178,20 @@ def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path):
     from test_pretrain import write_data_config
 
     cell = tmp_path / "cell"
-    done = subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", *finetune_args(
-        write_data_config(fake_data), tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
-        "trainer.devices=2", "trainer.max_epochs=1", f"hydra.run.dir={cell}")],
-        capture_output=True, text=True, timeout=300)
+    args = finetune_args(write_data_config(fake_data), tmp_path, "trainer.max_epochs=1",
+                         f"hydra.run.dir={cell}")
+    done = subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", *args, "trainer=ddp",
+                           "trainer.accelerator=cpu", "trainer.devices=2"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((cell / "result.json").read_text())["test/iou"] >= 0
     assert (cell / "model" / "model.safetensors").is_file()
+    two_ranks = json.loads((cell / "result.json").read_text())
+    done = run_command("finetune", *args, "retest=true")  # the same model in one process
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((cell / "result.json").read_text())
+    tested = [k for k in two_ranks if k.startswith("test/")]
+    assert len(tested) > 5 and {k: one[k] for k in tested} == pytest.approx(
+        {k: two_ranks[k] for k in tested})  # the two ranks' shares pooled, as one process
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "spectral_rule"])

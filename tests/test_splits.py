@@ -127,3 +127,25 @@ def test_normalisation_statistics_come_from_the_train_split_only(tmp_path):
         assert module.datasets[name].stats.mean == pytest.approx(expected.mean)
     assert len(module.datasets["train"]) < len(train)  # the label budget withholds labels only
     assert not np.allclose(expected.mean, everything.mean)  # the test region never counts
+
+
+def test_under_ddp_each_test_window_goes_to_one_rank_once(tmp_path):
+    from types import SimpleNamespace
+
+    from fakes import prepared_dataset
+    from rts_ssl.data.datamodule import TileDataModule
+
+    root = prepared_dataset(tmp_path)
+    data = {"prepared": str(root / "prepared"), "bands": ["blue", "green", "red", "nir"]}
+    module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25})
+    module.setup()
+    module.datasets["test"] = list(range(7))  # an odd count: padding would repeat one
+    shares = []
+    for rank in (0, 1):
+        module.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        loader = module.test_dataloader()
+        shares.append(list(loader.sampler))
+        assert not loader.drop_last
+    assert sorted(shares[0] + shares[1]) == list(range(7))
+    module.trainer = SimpleNamespace(world_size=1, global_rank=0)
+    assert list(module.test_dataloader().sampler) == list(range(7))

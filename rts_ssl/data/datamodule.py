@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from rts_ssl.data.dataset import TileDataset, collate_tiles
@@ -151,9 +152,10 @@ class TileDataModule(pl.LightningDataModule):
         """The prepared labelled dataset (after :meth:`prepare_data`)."""
         return TileStore(self.root)
 
-    def _loader(self, name: str, sampler=None, batch_size: int | None = None) -> DataLoader:
+    def _loader(self, name: str, sampler=None, batch_size: int | None = None,
+                drop_last: bool = False) -> DataLoader:
         return DataLoader(self.datasets[name], batch_size=batch_size or self.batch_size,
-                          sampler=sampler, drop_last=sampler is not None,
+                          sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, collate_fn=collate_tiles)
 
@@ -172,20 +174,27 @@ class TileDataModule(pl.LightningDataModule):
             else:
                 weights = np.ones(len(positive))
             sampler = WeightedRandomSampler(weights.tolist(), count, replacement=True)
-        labelled = self._loader("train", sampler)
+        labelled = self._loader("train", sampler, drop_last=True)
         if "unlabelled" not in self.datasets:
             return labelled
         unlabelled = self.datasets["unlabelled"]
         batch = max(1, round(self.batch_size * self.unlabelled_ratio))
         draws = len(labelled) * batch  # as many batches as the labelled loader
         sampler = RandomSampler(unlabelled, draws > len(unlabelled), num_samples=draws)
-        return {"labelled": labelled, "unlabelled": self._loader("unlabelled", sampler, batch)}
+        return {"labelled": labelled,
+                "unlabelled": self._loader("unlabelled", sampler, batch, drop_last=True)}
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        """Under DDP each rank tests its own share of the windows and none twice: Lightning's
+        DistributedSampler would pad the last rank with repeats, counted twice in the test."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._loader("test")
+        return self._loader("test", UnrepeatedDistributedSampler(
+            self.datasets["test"], trainer.world_size, trainer.global_rank, shuffle=False))
 
 
 def _check_evaluation_splits(chosen: dict[str, pd.Index], split: dict) -> None:
