@@ -315,6 +315,26 @@ def test_evaluate_against_a_raster_mask_and_polygons(tmp_path):
         assert "POOLED" in done.stdout
 
 
+def test_evaluate_drops_predicted_slumps_smaller_than_min_area_as_predict_does(tmp_path):
+    import json
+
+    scene = scene_with_border(tmp_path / "s.tif")
+    truth = np.zeros((1, 300, 300), np.uint8)
+    truth[0, 100:160, 50:110] = 1
+    mask = write_geotiff(tmp_path / "s_mask.tif", truth, nodata=None, descriptions=None)
+    model = export(tmp_path, constant=10.0)  # one object: the valid area, 260 x 275 px of 9 m2
+    metrics = tmp_path / "metrics.json"
+    pooled = {}
+    for min_area in (640_000, 650_000):  # the object covers 643,500 m2
+        done = run_command("evaluate", f"model={model}", f"input={scene}", f"masks={mask}",
+                           "window=128", f"min_area_m2={min_area}", f"output={metrics}")
+        assert done.returncode == 0, done.stderr[-2000:]
+        pooled[min_area] = json.loads(metrics.read_text())["pooled"]
+    assert pooled[640_000]["object_fp_per_100km2"] > 0  # kept: a false positive
+    assert pooled[650_000]["object_fp_per_100km2"] == 0  # dropped, as predict would
+    assert pooled[650_000]["iou"] == pooled[640_000]["iou"] > 0  # pixels are not polygons
+
+
 def test_evaluate_reads_the_named_layer_of_a_multi_layer_polygon_file(tmp_path):
     import json
 

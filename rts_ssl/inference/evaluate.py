@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
@@ -26,7 +27,7 @@ from rts_ssl.data.scenes import CHIP_SUFFIXES, GEOTIFF_SUFFIXES
 from rts_ssl.data.vectorise import StripPolygons
 from rts_ssl.errors import InputError
 from rts_ssl.evaluation.metrics import ObjectCounts, pixel_metrics, threshold_sweep, with_ignore
-from rts_ssl.inference.predict import Prediction, bounded_gdal_cache
+from rts_ssl.inference.predict import Prediction, areas_m2, bounded_gdal_cache
 from rts_ssl.inference.sliding import predict_probabilities
 
 # pixel metrics, object counts and the threshold sweep (None without thresholds) of a scene
@@ -40,7 +41,9 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
     """Pixel metrics, ObjectCounts and the pixel counts at each of ``thresholds`` of one
     (scene, reference) pair (:func:`pair_scenes`).
 
-    Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127)."""
+    Raster references count values above ``mask_threshold`` as slump (JPEG masks: 127).
+    Predicted slumps smaller than the prediction's ``min_area_m2`` are not objects, as
+    ``predict`` drops them; pixel metrics are those of the probability raster."""
     scene_path, reference = pair
     pixels, objects, sweep = pixel_metrics(), ObjectCounts(iou_threshold), None
     if thresholds:
@@ -73,7 +76,11 @@ def evaluate_scene(pair: tuple[Path, Path], prediction: Prediction,
                 expected.add(truth & valid, transform)
                 area += valid.sum() * pixel_km2
         ref.close()
+        crs = scene.crs
     predicted, expected = predicted.polygons(), expected.polygons()
+    if prediction.min_area_m2 and predicted:
+        predicted = gpd.GeoSeries(predicted, crs=crs)
+        predicted = list(predicted[areas_m2(predicted) >= prediction.min_area_m2])
     objects.update(predicted, expected, area)
     return pixels, objects, sweep
 

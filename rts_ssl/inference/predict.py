@@ -253,10 +253,15 @@ def polygons_from_probability(raster: Path, threshold: float,
         crs = src.crs
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs,
                              columns=["geometry", "area_m2", "mean_prob", "max_prob"])
-    area = frame.to_crs(frame.estimate_utm_crs()).area if crs.is_geographic and len(frame) \
-        else frame.area
-    frame["area_m2"] = area.to_numpy() if len(frame) else []
+    frame["area_m2"] = areas_m2(frame.geometry)
     return frame[frame["area_m2"] >= min_area_m2].reset_index(drop=True)
+
+
+def areas_m2(geometries: gpd.GeoSeries) -> np.ndarray:
+    """Areas in square metres (geographic coordinates measured in their UTM zone)."""
+    if geometries.crs is not None and geometries.crs.is_geographic and len(geometries):
+        geometries = geometries.to_crs(geometries.estimate_utm_crs())
+    return geometries.area.to_numpy()
 
 
 def _statistics(src, geometry) -> dict:
