@@ -258,3 +258,41 @@ def test_cli_label_subsets_and_splits_that_cannot_be_drawn(fake_data, tmp_path, 
                        "input_size=32", "logger.mode=disabled", override)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+
+
+def test_test_objects_are_counted_on_whole_scenes_not_window_pieces(tmp_path):
+    import pytorch_lightning as pl
+
+    from rts_ssl.data.datamodule import TileDataModule
+    from rts_ssl.data.vectorise import mask_objects
+
+    class Oracle(SegmentationTask):
+        """Predicts the reference exactly; records the object counts of the test."""
+
+        def test_step(self, batch, batch_idx):
+            self.truth = batch["mask"]
+            super().test_step(batch, batch_idx)
+
+        def forward(self, images):
+            return self.truth[:, None].float() * 20 - 10
+
+        def on_test_epoch_end(self):
+            self.counts = [int(getattr(self.test_objects, name))
+                           for name in self.test_objects.COUNTS]
+            super().on_test_epoch_end()
+
+    root = prepared_dataset(tmp_path)  # one square slump in every scene (one footprint)
+    data = {"prepared": str(root / "prepared"), "bands": ["blue", "green", "red", "nir"]}
+    module = TileDataModule(data, split={"test_regions": ["west"], "val_fraction": 0.25},
+                            labels={"fraction": 1.0}, eval_crop_size=16)
+    module.setup()
+    test = module.datasets["test"]
+    batch = test.__getitems__(list(range(len(test)))).batched
+    pieces = sum(len(mask_objects((m & ~i).numpy().astype(bool)))
+                 for m, i in zip(batch["mask"], batch["ignore"], strict=True))
+    with_slump = len(set(test.window_layout().scenes[batch["mask"].flatten(1).bool().any(1)]))
+    assert with_slump == 4 and pieces > 4  # west: 2 places x 2 dates; windows cut them
+    task = Oracle(RESNET.to_dict())
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False).test(task, datamodule=module, verbose=False)
+    assert task.counts == [4, 0, 0]  # one whole slump per scene

@@ -85,3 +85,33 @@ def test_regions_cut_by_strip_borders_are_one_polygon_again():
     assert [p.area for p in polygons] == [9 * 4, 16 * 16 * 4]
     assert polygons[1].bounds == (104, 200 - 21 * 2, 136, 200 - 5 * 2)
     assert [p.area for p in sorted(mask_objects(mask), key=lambda p: p.area)] == [9, 256]
+
+
+def test_scene_mosaic_counts_a_slump_cut_by_window_borders_once():
+    from rts_ssl.data.dataset import WindowLayout
+    from rts_ssl.evaluation.metrics import SceneMosaic
+
+    # scene 0: two 8 px windows side by side; scene 1: one window
+    layout = WindowLayout(np.array([0, 0, 1]), np.array([[0, 0], [0, 8], [0, 0]]),
+                          np.array([[8, 16], [8, 8]]), 8)
+    slump = np.zeros((8, 16), bool)
+    slump[2:6, 5:11] = True  # across the border at column 8
+    halves = np.stack([slump[:, :8], slump[:, 8:]])
+    counted = np.ones((2, 8, 8), bool)
+    objects = ObjectCounts()
+    mosaic = SceneMosaic(layout, objects, pixel_area_m2=100.0)
+    mosaic.add(np.array([0]), halves[:1], halves[:1], counted[:1])
+    assert set(mosaic.canvases) == {0}  # waits for the scene's second window
+    mosaic.add(np.array([1]), halves[1:], halves[1:], counted[1:])
+    assert not mosaic.canvases  # counted and let go
+    false_positive = np.zeros((1, 8, 8), bool)
+    false_positive[0, 1:3, 1:3] = True
+    mosaic.add(np.array([2]), false_positive, np.zeros((1, 8, 8), bool), counted[:1])
+    mosaic.finish()
+    assert (int(objects.true_positives), int(objects.false_positives),
+            int(objects.false_negatives)) == (1, 1, 0)
+    assert float(objects.area_km2) == pytest.approx(192 * 100 / 1e6)
+    windowed = ObjectCounts()  # window by window, the slump would be two objects
+    for pred in halves:
+        windowed.add_masks(pred, pred, np.ones((8, 8), bool), 100.0)
+    assert int(windowed.true_positives) == 2

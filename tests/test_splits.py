@@ -129,23 +129,28 @@ def test_normalisation_statistics_come_from_the_train_split_only(tmp_path):
     assert not np.allclose(expected.mean, everything.mean)  # the test region never counts
 
 
-def test_under_ddp_each_test_window_goes_to_one_rank_once(tmp_path):
+def test_under_ddp_each_test_scene_goes_to_one_rank_and_no_window_twice(tmp_path):
     from types import SimpleNamespace
 
     from fakes import prepared_dataset
     from rts_ssl.data.datamodule import TileDataModule
 
-    root = prepared_dataset(tmp_path)
+    root = prepared_dataset(tmp_path, places=6, size=160)
     data = {"prepared": str(root / "prepared"), "bands": ["blue", "green", "red", "nir"]}
-    module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25})
+    module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25},
+                            labels={"fraction": 1.0}, eval_crop_size=32)
     module.setup()
-    module.datasets["test"] = list(range(7))  # an odd count: padding would repeat one
+    scenes = module.datasets["test"].window_layout().scenes
+    assert len(set(scenes)) == 6  # on 4 ranks: 2, 2, 1 and 1 scenes, so unequal shares
     shares = []
-    for rank in (0, 1):
-        module.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+    for rank in range(4):
+        module.trainer = SimpleNamespace(world_size=4, global_rank=rank)
         loader = module.test_dataloader()
+        assert not loader.drop_last and len(loader.sampler) == len(list(loader.sampler))
         shares.append(list(loader.sampler))
-        assert not loader.drop_last
-    assert sorted(shares[0] + shares[1]) == list(range(7))
+    assert len(shares[0]) == 2 * len(shares[3])  # not padded to equal shares
+    assert sorted(sum(shares, [])) == list(range(len(scenes)))  # each window once
+    held = [set(scenes[share]) for share in shares]
+    assert sum(len(h) for h in held) == 6  # each scene on one rank, whole
     module.trainer = SimpleNamespace(world_size=1, global_rank=0)
-    assert list(module.test_dataloader().sampler) == list(range(7))
+    assert list(module.test_dataloader().sampler) == list(range(len(scenes)))

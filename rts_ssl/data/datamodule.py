@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from rts_ssl.data.dataset import TileDataset, collate_tiles
 from rts_ssl.data.normalization import BandStats, compute_band_stats
@@ -188,13 +187,30 @@ class TileDataModule(pl.LightningDataModule):
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """Under DDP each rank tests its own share of the windows and none twice: Lightning's
-        DistributedSampler would pad the last rank with repeats, counted twice in the test."""
+        """Under DDP each rank tests whole scenes (:class:`SceneShards`)."""
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return self._loader("test")
-        return self._loader("test", UnrepeatedDistributedSampler(
-            self.datasets["test"], trainer.world_size, trainer.global_rank, shuffle=False))
+        scenes = self.datasets["test"].window_layout().scenes
+        return self._loader("test", SceneShards(scenes, trainer.world_size, trainer.global_rank))
+
+
+class SceneShards(DistributedSampler):
+    """The test windows of every ``num_replicas``-th scene, from scene ``rank`` on: each scene
+    on one rank, so its objects are counted whole, and no window twice (Lightning's
+    DistributedSampler would pad the last rank with repeats, counted twice)."""
+
+    def __init__(self, scenes: np.ndarray, num_replicas: int, rank: int) -> None:
+        # not DistributedSampler.__init__: it would size equal shares, with padding
+        self.num_replicas, self.rank, self.epoch, self.shuffle = num_replicas, rank, 0, False
+        self.positions = np.flatnonzero(np.asarray(scenes) % num_replicas == rank).tolist()
+        self.num_samples = self.total_size = len(self.positions)
+
+    def __iter__(self):
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def _check_evaluation_splits(chosen: dict[str, pd.Index], split: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,16 @@ class TileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices) * (1 if self.grid is None else len(self.grid))
 
+    def window_layout(self) -> WindowLayout:
+        """Where the evaluation grid's windows (dataset positions) lie on their scenes."""
+        if self.grid is None:
+            raise ValueError("random crops have no fixed layout: grid=True gives one")
+        origins, scenes = _window_origins(self.store.tiles.loc[self.indices], self.grid)
+        codes, names = pd.factorize(scenes)
+        shapes = np.zeros((len(names), 2), int)
+        np.maximum.at(shapes, codes, origins + self.crop_size)
+        return WindowLayout(codes, origins, shapes, self.crop_size)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([i])[0]
 
@@ -93,6 +104,8 @@ class TileDataset(Dataset):
                 masks[k, 1] |= self.counted_elsewhere[position]
         batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool(),
                    "nodata": masks[:, 2].bool()}
+        if self.grid is not None:  # where each window lies (window_layout)
+            batched["position"] = torch.from_numpy(positions.astype(np.int64))
         if self.partners is not None:
             partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
             batched["positive"] = self._read(partner, offsets)[0]
@@ -123,6 +136,17 @@ class TileDataset(Dataset):
         return self.stats.normalize_(torch.from_numpy(image), masks[:, 2]), masks
 
 
+@dataclass(frozen=True)
+class WindowLayout:
+    """Evaluation windows on their scenes: per dataset position the scene number and the
+    scene pixel of the window's top-left corner; per scene the extent its windows cover."""
+
+    scenes: np.ndarray   # (positions,) scene numbers 0..n-1
+    origins: np.ndarray  # (positions, 2) row, column
+    shapes: np.ndarray   # (scenes, 2) height, width
+    size: int            # window side (px)
+
+
 class TileBatch(list):
     """Per-sample dicts (what ``default_collate`` expects) that keep the batched tensors.
 
@@ -146,9 +170,8 @@ def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Te
 
     A pixel goes to the covering window with the nearest centre (the first on ties): the
     scene is cut at the middle of each overlap, every pixel counted exactly once."""
-    origins = (np.repeat(tiles[["row", "col"]].to_numpy(), len(grid), axis=0)
-               + np.tile(grid, (len(tiles), 1)))
-    scenes = pd.Series(np.repeat(tiles["scene"].to_numpy(), len(grid)))
+    origins, scenes = _window_origins(tiles, grid)
+    scenes = pd.Series(scenes)
     offsets = np.arange(size) + 0.5
     elsewhere = {}
     for members in scenes.groupby(scenes).indices.values():
@@ -165,6 +188,13 @@ def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Te
             if other.any():
                 elsewhere[int(position)] = torch.from_numpy(other.astype(np.uint8))
     return elsewhere
+
+
+def _window_origins(tiles, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scene pixel (row, col) of each window's corner, tile by tile, and its scene."""
+    origins = (np.repeat(tiles[["row", "col"]].to_numpy(), len(grid), axis=0)
+               + np.tile(grid, (len(tiles), 1)))
+    return origins, np.repeat(tiles["scene"].to_numpy(), len(grid))
 
 
 def _other_dates(tiles) -> dict[int, np.ndarray]:

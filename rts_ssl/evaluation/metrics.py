@@ -122,3 +122,45 @@ class ObjectCounts(Metric):
                 "object_f1": 2 * precision * recall / (precision + recall)
                 if precision + recall else 0.0,
                 "object_fp_per_100km2": 100 * fp / area if area else 0.0}
+
+
+class SceneMosaic:
+    """Object counts of whole scenes from their evaluation windows.
+
+    Each window's counted pixels are pasted into its scene (``layout``: a
+    :class:`~rts_ssl.data.dataset.WindowLayout`), and a scene's objects go to ``objects`` once
+    its last window is in: a slump that window borders cut counts once, not once per piece.
+    Only scenes with windows still to come are held in memory.
+    """
+
+    def __init__(self, layout, objects: ObjectCounts, pixel_area_m2: float) -> None:
+        self.layout, self.objects, self.pixel_area_m2 = layout, objects, pixel_area_m2
+        self.missing = np.bincount(layout.scenes, minlength=len(layout.shapes))
+        self.canvases: dict[int, np.ndarray] = {}
+
+    def add(self, positions: np.ndarray, predicted: np.ndarray, reference: np.ndarray,
+            counted: np.ndarray) -> None:
+        """Windows at dataset ``positions``: predicted and reference slump masks and the
+        pixels they count (labelled, not counted by another window)."""
+        size = self.layout.size
+        for position, pred, ref, ok in zip(positions, predicted, reference, counted,
+                                           strict=True):
+            scene = int(self.layout.scenes[position])
+            canvas = self.canvases.get(scene)
+            if canvas is None:
+                canvas = self.canvases[scene] = np.zeros((3, *self.layout.shapes[scene]), bool)
+            row, col = self.layout.origins[position]
+            window = canvas[:, row:row + size, col:col + size]
+            window |= np.stack([pred & ok, ref & ok, ok])
+            self.missing[scene] -= 1
+            if not self.missing[scene]:
+                self._count(self.canvases.pop(scene))
+
+    def finish(self) -> None:
+        """Count the scenes whose windows did not all come (e.g. a limited test run)."""
+        for canvas in self.canvases.values():
+            self._count(canvas)
+        self.canvases.clear()
+
+    def _count(self, canvas: np.ndarray) -> None:
+        self.objects.add_masks(canvas[0], canvas[1], canvas[2], self.pixel_area_m2)

@@ -14,6 +14,7 @@ from rts_ssl.data.normalization import BandStats
 from rts_ssl.evaluation.metrics import (
     IGNORE,
     ObjectCounts,
+    SceneMosaic,
     pixel_metrics,
     sweep_summary,
     threshold_sweep,
@@ -55,6 +56,7 @@ class SegmentationTask(pl.LightningModule):
         self.test_objects = ObjectCounts(iou_threshold)
         # the IoU of calling every pixel a slump: the level a model must beat to have learned
         self.test_slump_fraction = MeanMetric()
+        self.test_mosaic: SceneMosaic | None = None  # whole-scene objects (on_test_epoch_start)
         self.pixel_area_m2 = 9.0  # object metrics per km2; the datamodule's, once attached
 
     def setup(self, stage: str) -> None:
@@ -95,16 +97,32 @@ class SegmentationTask(pl.LightningModule):
         self.log_dict({"val/f1": best["f1"], "val/iou": best["iou"],
                        "val/threshold": best["threshold"]}, prog_bar=True)
 
+    def on_test_epoch_start(self) -> None:
+        """Objects are counted on whole scenes when the test windows have a layout (the
+        datamodule's evaluation grid), else window by window."""
+        datamodule = self.trainer.datamodule
+        test = datamodule.datasets.get("test") if datamodule is not None else None
+        self.test_mosaic = (SceneMosaic(test.window_layout(), self.test_objects,
+                                        self.pixel_area_m2)
+                            if getattr(test, "grid", None) is not None else None)
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
         target = with_ignore(batch["mask"], batch["ignore"])
         self.test_pixels.update(predicted, target)
         self.test_slump_fraction.update((target[target != IGNORE] == 1).float())
-        for pred, ref, ignore in zip(predicted.cpu().numpy(), batch["mask"].cpu().numpy(),
-                                     batch["ignore"].cpu().numpy(), strict=True):
-            self.test_objects.add_masks(pred, ref & ~ignore, ~ignore, self.pixel_area_m2)
+        pred, ref = predicted.bool().cpu().numpy(), batch["mask"].bool().cpu().numpy()
+        counted = ~batch["ignore"].cpu().numpy()
+        if self.test_mosaic is not None and "position" in batch:
+            self.test_mosaic.add(batch["position"].cpu().numpy(), pred, ref, counted)
+            return
+        for window in zip(pred, ref & counted, counted, strict=True):
+            self.test_objects.add_masks(*window, self.pixel_area_m2)
 
     def on_test_epoch_end(self) -> None:
+        if self.test_mosaic is not None:
+            self.test_mosaic.finish()
+            self.test_mosaic = None
         results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
         results |= {f"test/{k}": v for k, v in self.test_objects.compute().items()}
         results["test/slump_fraction"] = float(self.test_slump_fraction.compute())
