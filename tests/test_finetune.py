@@ -290,7 +290,7 @@ def test_test_objects_are_counted_on_whole_scenes_not_window_pieces(tmp_path):
     batch = test.__getitems__(list(range(len(test)))).batched
     pieces = sum(len(mask_objects((m & ~i).numpy().astype(bool)))
                  for m, i in zip(batch["mask"], batch["ignore"], strict=True))
-    with_slump = len(set(test.window_layout().scenes[batch["mask"].flatten(1).bool().any(1)]))
+    with_slump = len(set(test.layout.scenes[batch["mask"].flatten(1).bool().any(1)]))
     assert with_slump == 4 and pieces > 4  # west: 2 places x 2 dates; windows cut them
     task = Oracle(RESNET.to_dict())
     pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,

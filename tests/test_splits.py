@@ -140,7 +140,7 @@ def test_under_ddp_each_test_scene_goes_to_one_rank_and_no_window_twice(tmp_path
     module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25},
                             labels={"fraction": 1.0}, eval_crop_size=32)
     module.setup()
-    scenes = module.datasets["test"].window_layout().scenes
+    scenes = module.datasets["test"].layout.scenes
     assert len(set(scenes)) == 6  # on 4 ranks: 2, 2, 1 and 1 scenes, so unequal shares
     shares = []
     for rank in range(4):

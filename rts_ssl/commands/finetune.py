@@ -22,7 +22,7 @@ from rts_ssl.data.terrain import RADIUS_M
 from rts_ssl.errors import InputError
 from rts_ssl.files import write_atomic
 from rts_ssl.models.encoders import EncoderSpec
-from rts_ssl.models.export import export_model, read_info, read_weights
+from rts_ssl.models.export import export_model, load_model, read_info
 from rts_ssl.models.finetune import SegmentationTask, SpectralRuleTask
 from rts_ssl.models.pretrained import pretrained_weights, resolve_pretrained
 from rts_ssl.models.segmentation import load_backbone
@@ -137,7 +137,7 @@ def _retest(cfg: DictConfig, run_dir: Path) -> None:
     pl.seed_everything(cfg.seed, workers=True)
     result = json.loads((run_dir / RESULT).read_text())
     model = run_dir / "model"
-    info = read_info(model, "model")
+    net, info = load_model(model)  # weights checked against the architecture
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if list(data["bands"]) != list(info["bands"]):
         raise InputError(model, f"trained on bands {', '.join(info['bands'])} but data "
@@ -150,7 +150,7 @@ def _retest(cfg: DictConfig, run_dir: Path) -> None:
                                 **options)
     else:
         task = SegmentationTask(encoder, **options)
-    task.net.load_state_dict(read_weights(model, "model"))
+    task.net.load_state_dict(net.state_dict())
     task.threshold.fill_(info["threshold"])
     datamodule = _datamodule(cfg, data, encoder)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[],

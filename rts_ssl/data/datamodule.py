@@ -191,7 +191,7 @@ class TileDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return self._loader("test")
-        scenes = self.datasets["test"].window_layout().scenes
+        scenes = self.datasets["test"].layout.scenes
         return self._loader("test", SceneShards(scenes, trainer.world_size, trainer.global_rank))
 
 

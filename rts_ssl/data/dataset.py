@@ -30,7 +30,8 @@ class TileDataset(Dataset):
     the statistics of every tile of the store. ``count_once`` (evaluation grids): where
     windows of one scene overlap (overlapping tiles, the pulled-back last crop), each pixel is
     counted by one of them only (the others mark it ``ignore``), so that val / test metrics
-    weigh every scene pixel once, as a map of the scene would.
+    weigh every scene pixel once, as a map of the scene would. Grid datasets carry
+    ``layout`` (:class:`WindowLayout`), and their batches each window's ``position``.
     """
 
     def __init__(
@@ -63,23 +64,23 @@ class TileDataset(Dataset):
         self.stats = stats.select([stats.bands[i] for i in band_indexes(stats.bands, bands)])
         self.partners = _other_dates(self.store.tiles) if temporal_positives else None
         self.slump_crops = slump_crops
-        self.grid = None
+        self.grid = self.layout = None
         if grid:
             starts = tile_starts(self.store.tile_size, self.crop_size, 0)
             self.grid = np.array([(r, c) for r in starts for c in starts])
-        self.counted_elsewhere = (_counted_elsewhere(self.store.tiles.loc[self.indices],
-                                                     self.grid, self.crop_size)
-                                  if count_once and self.grid is not None else {})
+            self.layout = self._window_layout()
+        self.counted_elsewhere = (_counted_elsewhere(self.layout)
+                                  if count_once and self.layout is not None else {})
 
     def __len__(self) -> int:
         return len(self.indices) * (1 if self.grid is None else len(self.grid))
 
-    def window_layout(self) -> WindowLayout:
+    def _window_layout(self) -> WindowLayout:
         """Where the evaluation grid's windows (dataset positions) lie on their scenes."""
-        if self.grid is None:
-            raise ValueError("random crops have no fixed layout: grid=True gives one")
-        origins, scenes = _window_origins(self.store.tiles.loc[self.indices], self.grid)
-        codes, names = pd.factorize(scenes)
+        tiles, grid = self.store.tiles.loc[self.indices], self.grid
+        origins = (np.repeat(tiles[["row", "col"]].to_numpy(), len(grid), axis=0)
+                   + np.tile(grid, (len(tiles), 1)))
+        codes, names = pd.factorize(np.repeat(tiles["scene"].to_numpy(), len(grid)))
         shapes = np.zeros((len(names), 2), int)
         np.maximum.at(shapes, codes, origins + self.crop_size)
         return WindowLayout(codes, origins, shapes, self.crop_size)
@@ -104,7 +105,7 @@ class TileDataset(Dataset):
                 masks[k, 1] |= self.counted_elsewhere[position]
         batched = {"image": image, "mask": masks[:, 0], "ignore": masks[:, 1].bool(),
                    "nodata": masks[:, 2].bool()}
-        if self.grid is not None:  # where each window lies (window_layout)
+        if self.grid is not None:  # where each window lies (self.layout)
             batched["position"] = torch.from_numpy(positions.astype(np.int64))
         if self.partners is not None:
             partner = np.array([np.random.choice(self.partners[t]) for t in tiles])
@@ -164,14 +165,13 @@ def collate_tiles(batch: list) -> dict[str, torch.Tensor]:
     return batch.batched if isinstance(batch, TileBatch) else default_collate(batch)
 
 
-def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Tensor]:
+def _counted_elsewhere(layout: WindowLayout) -> dict[int, torch.Tensor]:
     """For the evaluation windows (dataset positions: tile x grid crop) that share pixels
     with other windows of their scene: the pixels another window counts (uint8, 1 = there).
 
     A pixel goes to the covering window with the nearest centre (the first on ties): the
     scene is cut at the middle of each overlap, every pixel counted exactly once."""
-    origins, scenes = _window_origins(tiles, grid)
-    scenes = pd.Series(scenes)
+    origins, size, scenes = layout.origins, layout.size, pd.Series(layout.scenes)
     offsets = np.arange(size) + 0.5
     elsewhere = {}
     for members in scenes.groupby(scenes).indices.values():
@@ -188,13 +188,6 @@ def _counted_elsewhere(tiles, grid: np.ndarray, size: int) -> dict[int, torch.Te
             if other.any():
                 elsewhere[int(position)] = torch.from_numpy(other.astype(np.uint8))
     return elsewhere
-
-
-def _window_origins(tiles, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scene pixel (row, col) of each window's corner, tile by tile, and its scene."""
-    origins = (np.repeat(tiles[["row", "col"]].to_numpy(), len(grid), axis=0)
-               + np.tile(grid, (len(tiles), 1)))
-    return origins, np.repeat(tiles["scene"].to_numpy(), len(grid))
 
 
 def _other_dates(tiles) -> dict[int, np.ndarray]:

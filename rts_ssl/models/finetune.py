@@ -102,9 +102,9 @@ class SegmentationTask(pl.LightningModule):
         datamodule's evaluation grid), else window by window."""
         datamodule = self.trainer.datamodule
         test = datamodule.datasets.get("test") if datamodule is not None else None
-        self.test_mosaic = (SceneMosaic(test.window_layout(), self.test_objects,
-                                        self.pixel_area_m2)
-                            if getattr(test, "grid", None) is not None else None)
+        layout = getattr(test, "layout", None)
+        self.test_mosaic = (SceneMosaic(layout, self.test_objects, self.pixel_area_m2)
+                            if layout is not None else None)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         predicted = (torch.sigmoid(self(batch["image"]).squeeze(1)) >= self.threshold).long()
