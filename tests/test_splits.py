@@ -8,6 +8,7 @@ from rts_ssl.data.splits import (
     label_subset,
     leave_one_region_out,
 )
+from rts_ssl.errors import InputError
 
 
 def tiles_table() -> pd.DataFrame:
@@ -154,3 +155,30 @@ def test_under_ddp_each_test_scene_goes_to_one_rank_and_no_window_twice(tmp_path
     assert sum(len(h) for h in held) == 6  # each scene on one rank, whole
     module.trainer = SimpleNamespace(world_size=1, global_rank=0)
     assert list(module.test_dataloader().sampler) == list(range(len(scenes)))
+
+
+def test_under_ddp_more_processes_than_test_scenes_is_refused_before_training(tmp_path):
+    """A process with no test scene would skip the test and leave the others waiting for its
+    metrics: refused when the splits are set up, not after training."""
+    from types import SimpleNamespace
+
+    from fakes import prepared_dataset
+    from rts_ssl.data.datamodule import TileDataModule
+
+    root = prepared_dataset(tmp_path, places=6, size=160)
+    data = {"prepared": str(root / "prepared"), "bands": ["blue", "green", "red", "nir"]}
+
+    def module_on(processes: int) -> TileDataModule:
+        module = TileDataModule(data, split={"test_regions": ["east"], "val_fraction": 0.25},
+                                labels={"fraction": 1.0}, eval_crop_size=32)
+        module.trainer = SimpleNamespace(world_size=processes, global_rank=0)
+        return module
+
+    module = module_on(6)  # 6 test scenes (the test above): one each
+    module.setup("fit")
+    assert len(set(module.datasets["test"].layout.scenes)) == 6
+    with pytest.raises(InputError) as refused:
+        module_on(7).setup("fit")
+    assert str(refused.value) == ("trainer.devices: 7 processes but 6 test scenes "
+                                  "(split.test_regions=['east']): each process tests whole "
+                                  "scenes, so use at most trainer.devices=6")

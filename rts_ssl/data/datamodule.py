@@ -122,6 +122,21 @@ class TileDataModule(pl.LightningDataModule):
                                               count_once=not train and self.labels is not None)
         if self.unlabelled:
             self.datasets["unlabelled"] = self._unlabelled_tiles()
+        if self.labels is not None:  # fine-tuning: the test follows training
+            self._check_test_shares()
+
+    def _check_test_shares(self) -> None:
+        """Under DDP each process tests whole scenes (:class:`SceneShards`). A process with
+        no scene would skip the test and leave the others waiting for its share of the
+        metrics, so more processes than test scenes are refused here, before training."""
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        layout = self.datasets["test"].layout
+        scenes = len(np.unique(layout.scenes)) if layout is not None else 0
+        if 0 < scenes < processes:
+            raise InputError("trainer.devices", f"{processes} processes but {scenes} test "
+                             f"scenes (split.test_regions={self.split_args.get('test_regions')})"
+                             ": each process tests whole scenes, so use at most "
+                             f"trainer.devices={scenes}")
 
     def _training_stats(self, train: pd.Index) -> BandStats:
         """Normalisation statistics of the train split's images (all of them: a label budget
