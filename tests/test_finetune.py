@@ -169,9 +169,11 @@ def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, 
     assert not (cell / "result.json").exists()
 
 
-def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path):
+@pytest.mark.parametrize("encoder", ["resnet18", "spectral_rule"])
+def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path, encoder):
     """Under DDP the second rank re-runs the command in the same folder: it must follow rank
-    zero, which holds the folder, not find it held and leave rank zero waiting."""
+    zero, which holds the folder, not find it held and leave rank zero waiting. The rule,
+    with nothing for DDP to train, is fitted in one process."""
     import subprocess
     import sys
 
@@ -179,7 +181,7 @@ def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path):
 
     cell = tmp_path / "cell"
     args = finetune_args(write_data_config(fake_data), tmp_path, "trainer.max_epochs=1",
-                         f"hydra.run.dir={cell}")
+                         f"hydra.run.dir={cell}", f"encoder={encoder}")
     done = subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", *args, "trainer=ddp",
                            "trainer.accelerator=cpu", "trainer.devices=2"],
                           capture_output=True, text=True, timeout=300)

@@ -74,8 +74,13 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
                **OmegaConf.to_container(cfg.head)}
     if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
         options["encoder_lr_factor"] = 1.0
+    trainer_cfg = cfg.trainer
     if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
         task = SpectralRuleTask(encoder, **options)
+        # counted in seconds, with no gradient for DDP to share: one process, whatever
+        # trainer= says (DDP refuses a module without trainable parameters)
+        trainer_cfg = OmegaConf.create({**OmegaConf.to_container(cfg.trainer, resolve=True),
+                                        "strategy": "auto", "devices": 1, "num_nodes": 1})
     elif semi:
         task = SemiSupervisedTask(encoder, semi, **options)
     else:
@@ -88,7 +93,7 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
                                   job_type="finetune",
                                   config={**OmegaConf.to_container(cfg, resolve=True), **fields})
     try:
-        trainer = build_trainer(cfg.trainer, cfg.callbacks, run_dir, logger)
+        trainer = build_trainer(trainer_cfg, cfg.callbacks, run_dir, logger)
         trainer.fit(task, datamodule=datamodule)
         callback = trainer.checkpoint_callback
         # a fitted rule takes no optimiser steps, so no best checkpoint: its last epoch

@@ -94,8 +94,9 @@ class SegmentationTask(pl.LightningModule):
         best = max(sweep_summary(self.val_curve), key=lambda row: row["f1"])  # lowest of equals
         self.val_curve.reset()
         self.threshold.fill_(best["threshold"])
+        # sync_dist: the sweep is pooled over DDP ranks already, so this averages equal values
         self.log_dict({"val/f1": best["f1"], "val/iou": best["iou"],
-                       "val/threshold": best["threshold"]}, prog_bar=True)
+                       "val/threshold": best["threshold"]}, prog_bar=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         """Objects are counted on whole scenes when the test windows have a layout (the
@@ -126,7 +127,7 @@ class SegmentationTask(pl.LightningModule):
         results = {f"test/{k}": float(v) for k, v in self.test_pixels.compute().items()}
         results |= {f"test/{k}": v for k, v in self.test_objects.compute().items()}
         results["test/slump_fraction"] = float(self.test_slump_fraction.compute())
-        self.log_dict(results)
+        self.log_dict(results, sync_dist=True)  # pooled over DDP ranks already, as above
         for metric in (self.test_pixels, self.test_objects, self.test_slump_fraction):
             metric.reset()
 

@@ -118,7 +118,7 @@ class SemiSupervisedTask(SegmentationTask):
         weight = self.consistency_weight()
         self._watch(target_logits, logits, valid, labels)
         self.log_dict({"semi/loss": loss, "semi/weight": weight}, on_step=True, on_epoch=True,
-                      batch_size=len(image))
+                      batch_size=len(image), sync_dist=True)
         return supervised + weight * loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -134,7 +134,7 @@ class SemiSupervisedTask(SegmentationTask):
         share = slump / confident if confident else 0.0
         # a new teacher is unsure of slumps: judged once the ramp-up is over
         collapsed = self.rampup() >= 1 and share < self.semi["collapse_below"]
-        self.log("semi/collapsed", float(collapsed))
+        self.log("semi/collapsed", float(collapsed), sync_dist=True)  # share of ranks
         if collapsed:
             log.warning("epoch %d: the teacher's confident pixel pseudo-labels are %.2g slump "
                         "(below %.2g): collapsed to background; %s", self.current_epoch, share,
@@ -177,7 +177,8 @@ class SemiSupervisedTask(SegmentationTask):
             agree = ((target >= self.threshold) == (student >= self.threshold)).float()
             self.log_dict({"semi/pseudo_positive": slump / confident.clamp_min(1),
                            "semi/agreement": agree.mean() if len(agree) else 1.0},
-                          on_step=False, on_epoch=True, batch_size=len(target_logits))
+                          on_step=False, on_epoch=True, batch_size=len(target_logits),
+                          sync_dist=True)
 
     def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         if self.teacher is None:
