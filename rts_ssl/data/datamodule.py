@@ -131,7 +131,7 @@ class TileDataModule(pl.LightningDataModule):
         metrics, so more processes than test scenes are refused here, before training."""
         processes = self.trainer.world_size if self.trainer is not None else 1
         layout = self.datasets["test"].layout
-        scenes = len(np.unique(layout.scenes)) if layout is not None else 0
+        scenes = len(layout.shapes) if layout is not None else 0  # scenes 0..n-1
         if 0 < scenes < processes:
             raise InputError("trainer.devices", f"{processes} processes but {scenes} test "
                              f"scenes (split.test_regions={self.split_args.get('test_regions')})"
