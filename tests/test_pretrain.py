@@ -4,13 +4,16 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from fakes import prepared_dataset
+from rts_ssl.data.datamodule import TileDataModule
 from rts_ssl.data.dataset import TileDataset
 from rts_ssl.errors import InputError
+from rts_ssl.models.embedding_health import effective_rank
 from rts_ssl.models.encoders import EncoderSpec, build_encoder
 from rts_ssl.models.export import export_encoder, load_encoder, read_encoder_info
 from rts_ssl.models.mae import MAETask
@@ -239,6 +242,20 @@ def test_ddp_two_cpu_processes(fake_data, tmp_path):
     assert (runs[0] / "encoder" / "encoder.safetensors").is_file()
     assert len(list(runs[0].glob("wandb/offline-run-*"))) == 1  # rank 0 logs alone
     assert done.stdout.count("encoder: ") == 1
+    # validation gathers the embeddings of both ranks: the logged effective rank is that of
+    # the exported encoder (the one epoch's) over the whole validation set, not rank 0's half
+    cfg = yaml.safe_load((runs[0] / ".hydra" / "config.yaml").read_text())
+    datamodule = TileDataModule(cfg["data"], batch_size=4, crop_size=32, eval_crop_size=32,
+                                split=cfg["split"])
+    datamodule.setup("fit")
+    encoder, _ = load_encoder(runs[0] / "encoder")
+    with torch.no_grad():
+        features = torch.cat([encoder(batch["image"])
+                              for batch in datamodule.val_dataloader()])
+    logged = pd.read_csv(runs[0] / "metrics.csv")["val/effective_rank"].dropna()
+    assert len(features) > 4 and len(logged) == 1
+    assert logged.iloc[0] == pytest.approx(effective_rank(features), rel=1e-4)
+    assert "sync_dist=True" not in done.stderr  # no per-rank epoch metric left
 
 
 def test_encoder_specs_of_earlier_exports_read_img_size_as_input_size():

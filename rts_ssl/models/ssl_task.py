@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
+from torchmetrics.aggregation import CatMetric
 
 from rts_ssl.models.embedding_health import (
     COLLAPSE_THRESHOLD,
@@ -26,7 +27,8 @@ class SSLTask(pl.LightningModule):
 
     Validation computes the same loss on held-out tiles (the monitored metric), the spread
     and effective rank of the encoder's embeddings (collapse guard) and, when tiles carry
-    labels, a kNN balanced accuracy of "tile contains a slump".
+    labels, a kNN balanced accuracy of "tile contains a slump". Embeddings and labels are
+    gathered over DDP ranks (``CatMetric``), so every rank scores the whole validation set.
     """
 
     method = "ssl"
@@ -36,8 +38,8 @@ class SSLTask(pl.LightningModule):
         self.save_hyperparameters()
         self.spec = EncoderSpec(**encoder)
         self.optimizer_cfg = dict(optimizer)
-        self._features: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
+        self.val_features = CatMetric(nan_strategy="disable")
+        self.val_labels = CatMetric(nan_strategy="disable")
 
     @property
     def encoder(self) -> nn.Module:
@@ -54,25 +56,27 @@ class SSLTask(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         images = batch["image"]
         self.log("val/loss", self.ssl_loss(images), prog_bar=True, sync_dist=True)
-        self._features.append(self.encoder(images).detach().float().cpu())
+        self.val_features.update(self.encoder(images).detach().float())
         labelled = (~batch["ignore"]).flatten(1).any(dim=1)
         slump = (batch["mask"].bool() & ~batch["ignore"]).flatten(1).any(dim=1)
-        self._labels.append(torch.where(labelled, slump.long(), -1).cpu())
+        self.val_labels.update(torch.where(labelled, slump.long(), -1))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._features:
+        if not self.val_features.update_count:
             return
-        features, labels = torch.cat(self._features), torch.cat(self._labels)
-        self._features, self._labels = [], []
+        features, labels = self.val_features.compute(), self.val_labels.compute().long()
+        self.val_features.reset()
+        self.val_labels.reset()
         spread, rank = normalized_std(features), effective_rank(features)
-        self.log_dict({"val/embedding_std": spread, "val/effective_rank": rank})
+        # sync_dist: every rank holds the gathered set, so this averages equal values
+        self.log_dict({"val/embedding_std": spread, "val/effective_rank": rank}, sync_dist=True)
         if spread < COLLAPSE_THRESHOLD and not self.trainer.sanity_checking:
             rank_zero_warn(f"EMBEDDING COLLAPSE at epoch {self.current_epoch}: normalised std "
                            f"{spread:.3f} (healthy ~1), effective rank {rank:.1f}")
         known = labels >= 0
         if known.sum() > 5 and len(labels[known].unique()) == 2:
             accuracy = knn_balanced_accuracy(features[known], labels[known])
-            self.log("val/knn_slump_balanced_acc", accuracy)
+            self.log("val/knn_slump_balanced_acc", accuracy, sync_dist=True)
 
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
