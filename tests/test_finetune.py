@@ -169,25 +169,29 @@ def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, 
     assert not (cell / "result.json").exists()
 
 
-@pytest.mark.parametrize("encoder", ["resnet18", "spectral_rule"])
-def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path, encoder):
+@pytest.mark.parametrize("extra", [["encoder=resnet18"], ["encoder=spectral_rule"],
+                                   ["encoder=resnet18", "semi=mean_teacher", "unlabelled=fake"]],
+                         ids=["resnet18", "spectral_rule", "mean_teacher"])
+def test_ddp_two_cpu_processes_fine_tune_one_cell(fake_data, tmp_path, extra):
     """Under DDP the second rank re-runs the command in the same folder: it must follow rank
     zero, which holds the folder, not find it held and leave rank zero waiting. The rule,
-    with nothing for DDP to train, is fitted in one process."""
+    with nothing for DDP to train, is fitted in one process; a semi-supervised run trains
+    its student on both ranks."""
     import subprocess
     import sys
 
-    from test_pretrain import write_data_config
+    from test_semi import config_dir
 
     cell = tmp_path / "cell"
-    args = finetune_args(write_data_config(fake_data), tmp_path, "trainer.max_epochs=1",
-                         f"hydra.run.dir={cell}", f"encoder={encoder}")
+    args = finetune_args(config_dir(fake_data), tmp_path, "trainer.max_epochs=1",
+                         f"hydra.run.dir={cell}", *extra)
     done = subprocess.run([sys.executable, "-m", "rts_ssl", "finetune", *args, "trainer=ddp",
                            "trainer.accelerator=cpu", "trainer.devices=2"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (cell / "model" / "model.safetensors").is_file()
     two_ranks = json.loads((cell / "result.json").read_text())
+    assert two_ranks["semi"] == ("mean_teacher" if "unlabelled=fake" in extra else "none")
     done = run_command("finetune", *args, "retest=true")  # the same model in one process
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((cell / "result.json").read_text())
