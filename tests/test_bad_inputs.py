@@ -80,6 +80,7 @@ CASES = [
     ("pretrain", ["hydra.searchpath=[file://{conf}]", "data=missing_scenes"], 2, "no_such_folder"),
     ("curve", ["pretrained=[{missing}]"], 2, "curve only aggregates now"),
     ("curve", ["output={empty_dir}"], 2, "no finished fine-tuning runs"),
+    ("curve", ["output={empty_dir}", "earlier_cells={missing}"], 2, "no such cells.csv"),
     ("compare", ["{empty_dir}"], 2, "no curve.csv"),
     ("bench", ["nope"], 2, "unknown benchmark"),
     ("quicklook", ["scene={missing}", "output={out}"], 2, "missing.tif"),

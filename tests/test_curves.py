@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from cli import run_command
 
 from rts_ssl.data.splits import FOLD
 from rts_ssl.errors import InputError
@@ -74,6 +75,32 @@ def test_collect_results(tmp_path):
         collect_results(tmp_path / "0" / "nothing")
 
 
+def test_earlier_cells_join_the_cells_found_which_win(tmp_path):
+    """Committed rows of cells that ran elsewhere are aggregated beside those that ran here;
+    a cell in both counts once, as it ran here."""
+    table = results_table().assign(label_count=None, test_regions="yg")
+    for k, row in table.head(4).iterrows():  # simclr, 1 %, seeds 0-2; 10 %, seed 0
+        (tmp_path / "cells" / str(k)).mkdir(parents=True)
+        (tmp_path / "cells" / str(k) / "result.json").write_text(json.dumps(row.to_dict()))
+    earlier = table.head(6).assign(**{"test/iou": 7.0})  # two of them not found here
+    earlier.to_csv(tmp_path / "cells.csv", index=False)
+    rows = collect_results(tmp_path / "cells", tmp_path / "cells.csv")
+    assert len(rows) == 6
+    assert (rows["test/iou"] == 7.0).tolist() == [False] * 4 + [True] * 2
+    assert rows["seed"].tolist() == [0, 1, 2, 0, 1, 2]
+    only_earlier = collect_results(tmp_path / "nothing", tmp_path / "cells.csv")
+    assert len(only_earlier) == 6
+    done = run_command("curve", f"output={tmp_path / 'elsewhere'}", "logger.mode=disabled",
+                       f"earlier_cells={tmp_path / 'cells.csv'}")  # no cell ran here
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "elsewhere" / "cells.csv")) == 6
+    with pytest.raises(InputError, match="no such cells.csv"):
+        collect_results(tmp_path / "cells", tmp_path / "gone.csv")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a curve's cells.csv: no column label_fraction"):
+        collect_results(tmp_path / "cells", tmp_path / "other.csv")
+
+
 @pytest.fixture(scope="module")
 def fake_data(tmp_path_factory):
     from fakes import prepared_dataset
@@ -97,7 +124,6 @@ def finished_cells(curve_dir) -> list[str]:
 
 
 def test_cli_cells_resume_and_curve_and_compare_rank_them(fake_data, tmp_path):
-    from cli import run_command
     from test_files import held_by_another_process
     from test_pretrain import write_data_config
 
@@ -212,7 +238,6 @@ def test_pretrained_lines_get_their_gain_over_random_init_paired_by_seed():
 
 
 def test_cli_curve_logs_the_paired_gains(tmp_path):
-    from cli import run_command
 
     for k, row in paired_table().iterrows():
         (tmp_path / "cells" / str(k)).mkdir(parents=True)
@@ -225,7 +250,6 @@ def test_cli_curve_logs_the_paired_gains(tmp_path):
 
 
 def test_cli_curve_of_entries_and_folds_and_a_selection(fake_data, tmp_path):
-    from cli import run_command
     from test_pretrain import write_data_config
 
     done = sweep_cells(write_data_config(fake_data), tmp_path, "entry=spectral_rule",

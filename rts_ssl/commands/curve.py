@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> None:
                          "experiment=<name>`), then `curve`")
     output = Path(cfg.output)
     selection = cell_selection(cfg)
-    results = collect_results(output / "cells")
+    results = collect_results(output / "cells", cfg.earlier_cells)
     for column, values in selection.items():
         results = results[results[column].isin(values)]
     if results.empty:
@@ -55,9 +55,10 @@ def run(cfg: DictConfig) -> None:
                     "left out of the curve: %d, e.g. %s", len(missing), "; ".join(
                         " ".join(f"{k}={v}" for k, v in cell.items()) for cell in missing[:3]))
     curve = aggregate(results)
+    output.mkdir(parents=True, exist_ok=True)  # absent when every cell is an earlier one
     write_atomic(output / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     order = [c for c in ("pretrained", FOLD, "label_fraction", "seed") if c in results]
-    cells = results.drop(columns="model").sort_values(order)
+    cells = results.drop(columns="model", errors="ignore").sort_values(order)
     write_atomic(output / "cells.csv", lambda tmp: cells.to_csv(tmp, index=False))
     plot_curves(curve, output / "curve.png",
                 evaluated_on(results[FOLD].fillna("") if FOLD in results else []))

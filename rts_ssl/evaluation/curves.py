@@ -37,13 +37,40 @@ def t95(dof: int) -> float:
     return _T95[dof - 1] if 1 <= dof <= len(_T95) else 1.96
 
 
-def collect_results(root: str | Path) -> pd.DataFrame:
-    """Every finished cell (``result.json``) below ``root``, one row each."""
-    rows = [json.loads(p.read_text()) for p in sorted(Path(root).rglob("result.json"))]
-    if not rows:
+# what names a cell (the rest of a row is what it measured)
+CELL_KEYS = ("pretrained", "ssl", "encoder", "mode", "semi", "unlabelled", FOLD,
+             "label_fraction", "label_count", "seed")
+
+
+def collect_results(root: str | Path, earlier: str | Path | None = None) -> pd.DataFrame:
+    """Every finished cell (``result.json``) below ``root``, one row each; with ``earlier``
+    (a curve's ``cells.csv``: committed cells that ran on another machine) also its rows,
+    except those of a cell found below ``root``, which wins."""
+    rows = pd.DataFrame([json.loads(p.read_text())
+                         for p in sorted(Path(root).rglob("result.json"))])
+    if earlier is not None:
+        rows = _with_earlier(rows, Path(earlier))
+    if rows.empty:
         raise InputError(root, "no finished fine-tuning runs (result.json): run the cells "
                          "first (`python -m rts_ssl finetune -m ...` or `experiment=<name>`)")
-    return pd.DataFrame(rows)
+    return rows
+
+
+def _with_earlier(found: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(path, "no such cells.csv (earlier_cells=...)")
+    try:
+        earlier = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot read earlier cells: {error}") from None
+    if missing := {"pretrained", "label_fraction", "seed", "test/iou"} - set(earlier):
+        raise InputError(path, f"not a curve's cells.csv: no column {', '.join(sorted(missing))}")
+    if found.empty:
+        return earlier
+    keys = [c for c in CELL_KEYS if c in found and c in earlier]
+    rows = pd.concat([found, earlier], ignore_index=True)
+    named = rows[keys].astype(object).where(rows[keys].notna(), None).astype(str)
+    return rows[~named.duplicated(keep="first")].reset_index(drop=True)
 
 
 def missing_cells(results: pd.DataFrame, selection: dict[str, list]) -> list[dict]:
