@@ -1,7 +1,8 @@
 """Writing so that nothing half-written is ever read: a temporary name beside the target,
 renamed onto it when complete. Temporaries carry the writer's process id, so those of
 killed runs are told from a concurrent run's and removed. A folder that two runs could
-write at once (a curve's cell reached by two sweeps) is held by one at a time."""
+write at once (a curve's cell reached by two sweeps, a dataset that a pretraining and a
+fine-tuning prepare together) is held by one at a time."""
 
 from __future__ import annotations
 
@@ -60,19 +61,24 @@ LOCK = ".lock"
 
 
 @contextmanager
-def exclusive(folder: Path) -> Iterator[str | None]:
-    """Hold ``folder`` for the block (an advisory ``flock`` of ``folder/.lock``, which
-    records the holder's pid). Yields None when this process holds it, or, without waiting,
-    the pid of the live process that does. The kernel drops a killed run's lock, so nothing
-    a failed run leaves behind blocks the next one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a+") as lock:
+def exclusive(lock_file: Path, wait: bool = False) -> Iterator[str | None]:
+    """Hold what ``lock_file`` stands for (a run's folder: ``folder/.lock``) for the block, by
+    an advisory ``flock`` of it that records the holder's pid. Yields None when this process
+    holds it, or, without waiting, the pid of the live process that does; ``wait``: first
+    waits for that process (saying so), then holds it. The kernel drops a killed run's lock,
+    so nothing a failed run leaves behind blocks the next one."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            yield lock.read().strip() or "?"  # "?": the holder has not written its pid yet
-            return
+            holder = lock.read().strip() or "?"  # "?": the holder has not written its pid yet
+            if not wait:
+                yield holder
+                return
+            log.info("%s: waiting for process %s, which holds it", lock_file, holder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()

@@ -127,12 +127,14 @@ def test_cli_cells_resume_and_curve_and_compare_rank_them(fake_data, tmp_path):
     from test_files import held_by_another_process
     from test_pretrain import write_data_config
 
+    from rts_ssl.files import LOCK
+
     conf = write_data_config(fake_data)
     out = tmp_path / "curve" / "fake"
     cells = [f"batch_size=4,data=fake,input_size=32,label_fraction={f},pretrained=none,"
              "samples_per_epoch=8,seed=0,split.test_regions=[east],split.val_fraction=0.5,"
              "trainer.max_epochs=1" for f in ("0.5", "1.0")]
-    with held_by_another_process(out / "cells" / cells[0]) as holder:  # a second sweep's
+    with held_by_another_process(out / "cells" / cells[0] / LOCK) as holder:  # a second sweep's
         first = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0",
                             "seed=0")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -7,7 +7,13 @@ from contextlib import contextmanager
 
 import pytest
 
-from rts_ssl.files import exclusive, remove_stale_temporaries, temporary_path, write_atomic
+from rts_ssl.files import (
+    LOCK,
+    exclusive,
+    remove_stale_temporaries,
+    temporary_path,
+    write_atomic,
+)
 
 
 def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
@@ -37,12 +43,13 @@ def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
 
 
 @contextmanager
-def held_by_another_process(folder):
-    """A live process holding ``folder`` (:func:`exclusive`) for the block; killed after it."""
+def held_by_another_process(lock_file):
+    """A live process holding ``lock_file`` (:func:`exclusive`) for the block; killed after
+    it."""
     code = ("import sys, time; from pathlib import Path; from rts_ssl.files import exclusive\n"
             "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock_file)],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         yield holder
@@ -53,13 +60,13 @@ def held_by_another_process(folder):
 
 
 def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_path):
-    folder = tmp_path / "cell"
-    with held_by_another_process(folder) as holder, exclusive(folder) as other:
+    lock = tmp_path / "cell" / LOCK
+    with held_by_another_process(lock) as holder, exclusive(lock) as other:
         assert other == str(holder.pid)
-    with exclusive(folder) as other:  # the holder was killed: its lock went with it
+    with exclusive(lock) as other:  # the holder was killed: its lock went with it
         assert other is None
-        assert (folder / ".lock").read_text() == str(os.getpid())
-        with exclusive(folder) as nested:  # a second open of the lock is another holder
+        assert lock.read_text() == str(os.getpid())
+        with exclusive(lock) as nested:  # a second open of the lock is another holder
             assert nested == str(os.getpid())
-    with exclusive(folder) as other:
+    with exclusive(lock) as other:
         assert other is None

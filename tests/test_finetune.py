@@ -158,8 +158,10 @@ def test_cli_single_run_of_a_held_cell_is_an_error_not_a_silent_skip(fake_data, 
     from test_files import held_by_another_process
     from test_pretrain import write_data_config
 
+    from rts_ssl.files import LOCK
+
     cell = tmp_path / "cell"
-    with held_by_another_process(cell) as holder:
+    with held_by_another_process(cell / LOCK) as holder:
         done = run_command("finetune", *finetune_args(write_data_config(fake_data), tmp_path,
                                                       f"hydra.run.dir={cell}"))
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -1,7 +1,10 @@
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -15,6 +18,7 @@ from rts_ssl.data.dataset import TileDataset
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.data.tiles import TILE_COLUMNS, TileStore, tile_starts
 from rts_ssl.errors import InputError
+from rts_ssl.files import LOCK
 
 X, Y = ORIGIN
 BANDS = ["blue", "green", "red", "nir"]
@@ -129,6 +133,28 @@ def test_temporaries_of_killed_runs_are_removed(tmp_path):
     live.mkdir()
     prepare_dataset(data, tmp_path / "out")
     assert not stale.exists() and not half.exists() and live.is_dir()
+
+
+def test_a_run_waits_for_another_preparing_the_same_output_then_finds_it_done(tmp_path,
+                                                                             caplog):
+    """A pretraining and a fine-tuning started together on a new machine both prepared one
+    dataset, and the later crashed renaming a scene's shard onto the one just committed."""
+    from test_files import held_by_another_process
+
+    data = make_data(tmp_path, dates=("2020-07-01",))
+    out, summaries = tmp_path / "out", []
+    second = threading.Thread(target=lambda: summaries.append(prepare_dataset(data, out)))
+    with held_by_another_process(tmp_path / f".out{LOCK}") as first, \
+            caplog.at_level(logging.INFO, logger="rts_ssl.files"):
+        second.start()
+        waiting = f"waiting for process {first.pid}"
+        deadline = time.monotonic() + 60
+        while waiting not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting in caplog.text and not out.exists()
+    second.join(60)  # the first run ended (killed): its lock went with it
+    assert [s.tiles for s in summaries] == [8]
+    assert prepare_dataset(data, out).skipped == ["site_2020-07-01"]
 
 
 def test_bad_scene_is_skipped_and_reported(tmp_path, caplog):

@@ -168,11 +168,13 @@ def test_cli_multirun_simclr_and_mae_export_encoders_and_offline_wandb(fake_data
 def test_an_experiments_recipes_resume_and_sweeps_side_by_side_share_them(fake_data, tmp_path):
     from test_files import held_by_another_process
 
+    from rts_ssl.files import LOCK
+
     sweep = pretrain_cmd(fake_data, tmp_path, "ssl=simclr,mae", "encoder=vit_tiny",
                          "trainer.max_epochs=1", "logger.mode=disabled",
                          "hydra.sweep.subdir=${ssl.name}", flags=["-m"])  # as experiments do
     recipes = tmp_path / "pretrain"
-    with held_by_another_process(recipes / "mae") as holder:
+    with held_by_another_process(recipes / "mae" / LOCK) as holder:
         first = subprocess.run(sweep, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"is being run by process {holder.pid}" in first.stdout + first.stderr

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rts_ssl.config_checks import apply_renames, check_config
 from rts_ssl.errors import INPUT_ERROR_EXIT, PARTIAL_FAILURE_EXIT, InputError, PartialFailure
-from rts_ssl.files import exclusive
+from rts_ssl.files import LOCK, exclusive
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -99,7 +99,7 @@ def claimed(run_dir: Path, result: Path, overwrite: bool) -> Iterator[bool]:
     if rank_zero_only.rank:
         yield overwrite or not result.exists()
         return
-    with exclusive(run_dir) as holder:
+    with exclusive(run_dir / LOCK) as holder:
         if holder and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.warning("skipped: %s is being run by process %s (it writes the result)",
                         run_dir, holder)

@@ -38,7 +38,7 @@ from rts_ssl.data.tiles import (
     tile_starts,
 )
 from rts_ssl.errors import InputError
-from rts_ssl.files import remove_stale_temporaries, write_atomic
+from rts_ssl.files import LOCK, exclusive, remove_stale_temporaries, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,20 @@ def resolve_source(data: Mapping) -> dict:
 def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
                     overwrite: bool = False) -> PrepareSummary:
     """Tile every scene of the data config into ``output`` (a prepared dataset); a run that
-    fails before preparing anything leaves no new folder behind."""
+    fails before preparing anything leaves no new folder behind. Runs that prepare one
+    output at once (a pretraining and a fine-tuning started together) take turns: the
+    later one waits, then finds the scenes done."""
     data = resolve_source(data)
     output = Path(output)
-    created = not output.exists()
-    try:
-        return _prepare(data, output, workers, overwrite)
-    except InputError:
-        if created and not any_shard(output):
-            shutil.rmtree(output, ignore_errors=True)
-        raise
+    # the lock lies beside the output, which overwrite=true removes
+    with exclusive(output.with_name(f".{output.name}{LOCK}"), wait=True):
+        created = not output.exists()
+        try:
+            return _prepare(data, output, workers, overwrite)
+        except InputError:
+            if created and not any_shard(output):
+                shutil.rmtree(output, ignore_errors=True)
+            raise
 
 
 def _prepare(data: dict, output: Path, workers: int, overwrite: bool) -> PrepareSummary:
