@@ -60,6 +60,12 @@ def remove_stale_temporaries(folder: Path) -> int:
 LOCK = ".lock"
 
 
+def lock_beside(folder: Path) -> Path:
+    """The lock file of a folder that a run may remove and make anew (a prepared dataset, a
+    synthetic set): ``.<name>.lock`` beside it, where removing the folder leaves it."""
+    return folder.with_name(f".{folder.name}{LOCK}")
+
+
 @contextmanager
 def exclusive(lock_file: Path, wait: bool = False) -> Iterator[str | None]:
     """Hold what ``lock_file`` stands for (a run's folder: ``folder/.lock``) for the block, by

@@ -1,8 +1,11 @@
 """Atomic writes, the temporaries of killed runs, and folders held by one run at a time."""
 
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -57,6 +60,25 @@ def held_by_another_process(lock_file):
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+def waits_for_another_process(lock_file, caplog, call, untouched):
+    """``call()`` in a thread while another process holds ``lock_file``: asserts that it waits
+    (says for which process, leaves ``untouched`` absent) and finishes once that process
+    ends; returns what it returned."""
+    returned = []
+    thread = threading.Thread(target=lambda: returned.append(call()))
+    with held_by_another_process(lock_file) as holder, \
+            caplog.at_level(logging.INFO, logger="rts_ssl.files"):
+        thread.start()
+        waiting = f"waiting for process {holder.pid}"
+        deadline = time.monotonic() + 60
+        while waiting not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting in caplog.text and not untouched.exists()
+    thread.join(120)  # the holder was killed: its lock went with it
+    assert len(returned) == 1, "the waiting call failed or never ended"
+    return returned[0]
 
 
 def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_path):

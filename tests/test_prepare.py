@@ -1,10 +1,7 @@
 import json
-import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +15,7 @@ from rts_ssl.data.dataset import TileDataset
 from rts_ssl.data.prepare import prepare_dataset
 from rts_ssl.data.tiles import TILE_COLUMNS, TileStore, tile_starts
 from rts_ssl.errors import InputError
-from rts_ssl.files import LOCK
+from rts_ssl.files import lock_beside
 
 X, Y = ORIGIN
 BANDS = ["blue", "green", "red", "nir"]
@@ -139,21 +136,12 @@ def test_a_run_waits_for_another_preparing_the_same_output_then_finds_it_done(tm
                                                                              caplog):
     """A pretraining and a fine-tuning started together on a new machine both prepared one
     dataset, and the later crashed renaming a scene's shard onto the one just committed."""
-    from test_files import held_by_another_process
+    from test_files import waits_for_another_process
 
-    data = make_data(tmp_path, dates=("2020-07-01",))
-    out, summaries = tmp_path / "out", []
-    second = threading.Thread(target=lambda: summaries.append(prepare_dataset(data, out)))
-    with held_by_another_process(tmp_path / f".out{LOCK}") as first, \
-            caplog.at_level(logging.INFO, logger="rts_ssl.files"):
-        second.start()
-        waiting = f"waiting for process {first.pid}"
-        deadline = time.monotonic() + 60
-        while waiting not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert waiting in caplog.text and not out.exists()
-    second.join(60)  # the first run ended (killed): its lock went with it
-    assert [s.tiles for s in summaries] == [8]
+    data, out = make_data(tmp_path, dates=("2020-07-01",)), tmp_path / "out"
+    summary = waits_for_another_process(lock_beside(out), caplog,
+                                        lambda: prepare_dataset(data, out), out)
+    assert summary.tiles == 8
     assert prepare_dataset(data, out).skipped == ["site_2020-07-01"]
 
 

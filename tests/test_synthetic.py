@@ -6,6 +6,7 @@ from rasterio.features import rasterize
 
 from rts_ssl.data.sensors import SENTINEL2_BANDS
 from rts_ssl.data.synthetic import DATES, REGIONS, ensure_synthetic, lognormal_slump_areas
+from rts_ssl.files import lock_beside
 
 
 def read(path):
@@ -114,3 +115,12 @@ def test_an_older_synthetic_version_is_made_again(tmp_path):
     ensure_synthetic(root, "planet", 0, 64)
     assert not (root / "stale.txt").exists()
     assert json.loads((root / "COMPLETE").read_text()) == marker
+
+
+def test_runs_that_need_one_set_at_once_take_turns(tmp_path, caplog):
+    from test_files import waits_for_another_process
+
+    root = tmp_path / "planet"
+    made = waits_for_another_process(lock_beside(root), caplog,
+                                     lambda: ensure_synthetic(root, "planet", 0, 64), root)
+    assert made == root and (root / "COMPLETE").is_file()

@@ -38,7 +38,7 @@ from rts_ssl.data.tiles import (
     tile_starts,
 )
 from rts_ssl.errors import InputError
-from rts_ssl.files import LOCK, exclusive, remove_stale_temporaries, write_atomic
+from rts_ssl.files import exclusive, lock_beside, remove_stale_temporaries, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ def prepare_dataset(data: Mapping, output: str | Path, workers: int = 1,
     later one waits, then finds the scenes done."""
     data = resolve_source(data)
     output = Path(output)
-    # the lock lies beside the output, which overwrite=true removes
-    with exclusive(output.with_name(f".{output.name}{LOCK}"), wait=True):
+    with exclusive(lock_beside(output), wait=True):
         created = not output.exists()
         try:
             return _prepare(data, output, workers, overwrite)

@@ -29,7 +29,7 @@ from rasterio.transform import from_origin
 from shapely import affinity
 
 from rts_ssl.data.sensors import SENSORS, SENTINEL2_BANDS
-from rts_ssl.files import temporary_path
+from rts_ssl.files import exclusive, lock_beside, temporary_path
 
 FLAVOURS = ("planet", "sentinel2")
 VERSION = 2  # 2: DEMs
@@ -93,34 +93,36 @@ def ensure_synthetic(root: str | Path, flavour: str = "planet", seed: int = 0,
     """Generate the synthetic set into ``root`` on first use; return ``root``.
 
     A complete set has a ``COMPLETE`` marker with its parameters; a set made with other
-    parameters is an error. Generation happens in a temporary sibling renamed at the end.
+    parameters is an error. Generation happens in a temporary sibling renamed at the end;
+    runs that need one set at once take turns (the later waits, then finds it complete).
     """
     root = Path(root)
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown synthetic flavour {flavour!r}; known: {', '.join(FLAVOURS)}")
     params = {"version": VERSION, "flavour": flavour, "seed": seed,
               "size": size or FLAVOUR_SPECS[flavour].size}
-    marker = root / "COMPLETE"
-    if marker.is_file():
-        found = json.loads(marker.read_text())
-        if found == params:
-            return root
-        if {**found, "version": VERSION} != params:
-            raise ValueError(f"{root}: holds a synthetic set made with other parameters "
-                             f"({marker.read_text().strip()}); use another root")
-        shutil.rmtree(root)  # an older version of the same set: a cache, made again
-    if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root}: exists, is not empty and is not a synthetic set")
-    tmp = temporary_path(root)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _generate(tmp, FLAVOUR_SPECS[flavour], seed, params["size"])
-        (tmp / "COMPLETE").write_text(json.dumps(params))
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
-    finally:
+    with exclusive(lock_beside(root), wait=True):
+        marker = root / "COMPLETE"
+        if marker.is_file():
+            found = json.loads(marker.read_text())
+            if found == params:
+                return root
+            if {**found, "version": VERSION} != params:
+                raise ValueError(f"{root}: holds a synthetic set made with other parameters "
+                                 f"({marker.read_text().strip()}); use another root")
+            shutil.rmtree(root)  # an older version of the same set: a cache, made again
+        if root.exists() and any(root.iterdir()):
+            raise ValueError(f"{root}: exists, is not empty and is not a synthetic set")
+        tmp = temporary_path(root)
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _generate(tmp, FLAVOUR_SPECS[flavour], seed, params["size"])
+            (tmp / "COMPLETE").write_text(json.dumps(params))
+            if root.exists():
+                root.rmdir()
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
