@@ -3,6 +3,7 @@ and no new files beside the intended outputs (README: exit codes)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from cli import run_command
 from test_predict import export, scene_with_border
 
 from fakes import texture_scene, write_geotiff
+from rts_ssl.commands import compose, execute
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +128,21 @@ def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, monkeypatch
     outputs = tmp_path / "out"
     leftovers = [p for p in outputs.rglob("*") if p.is_file()] if outputs.is_dir() else []
     assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("mode", ["RUN", "MULTIRUN"])
+def test_an_unexpected_failure_of_a_sweeps_job_is_logged_as_it_happens(tmp_path, monkeypatch,
+                                                                        caplog, mode):
+    """Hydra records a sweep job's exception, goes on with the next job and raises only the
+    first, at the end: hours later, and without the others. A single run raises it at once."""
+    import rts_ssl.commands.evaluate
+
+    def bug(cfg):
+        raise ZeroDivisionError("a bug, not the user's input")
+
+    monkeypatch.setattr(rts_ssl.commands.evaluate, "run", bug)
+    cfg = compose("evaluate", [f"hydra.run.dir={tmp_path}", f"hydra.mode={mode}"])
+    with pytest.raises(ZeroDivisionError), caplog.at_level(logging.ERROR):
+        execute("evaluate", cfg)
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ZeroDivisionError]
+    assert len(logged) == (mode == "MULTIRUN")

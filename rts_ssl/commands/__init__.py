@@ -85,6 +85,14 @@ def compose(command: str, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
+def in_sweep() -> bool:
+    """Whether this run is one job of a Hydra sweep (``-m``, or an experiment's grid)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @contextmanager
 def claimed(run_dir: Path, result: Path, overwrite: bool) -> Iterator[bool]:
     """Whether this run does its work in ``run_dir`` (held by it for the block), so sweeps
@@ -92,15 +100,13 @@ def claimed(run_dir: Path, result: Path, overwrite: bool) -> Iterator[bool]:
     ``overwrite``; not when another run holds the folder, which a sweep skips with a warning
     and a single run reports as an error (whatever runs after it would find no result).
     Under DDP only rank zero holds the folder; the other ranks follow its decision."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank:
         yield overwrite or not result.exists()
         return
     with exclusive(run_dir / LOCK) as holder:
-        if holder and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if holder and in_sweep():
             log.warning("skipped: %s is being run by process %s (it writes the result)",
                         run_dir, holder)
             yield False
@@ -138,6 +144,10 @@ def execute(command: str, cfg: DictConfig) -> int:
             raise
         print(f"error: {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
         return INPUT_ERROR_EXIT
+    except Exception:
+        if in_sweep():  # Hydra goes on to the next job and raises the first failure at the end
+            log.exception("this job failed; the sweep goes on with its next job")
+        raise
     return 0
 
 
