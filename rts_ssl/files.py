@@ -71,24 +71,39 @@ def exclusive(lock_file: Path, wait: bool = False) -> Iterator[str | None]:
     """Hold what ``lock_file`` stands for (a run's folder: ``folder/.lock``) for the block, by
     an advisory ``flock`` of it that records the holder's pid. Yields None when this process
     holds it, or, without waiting, the pid of the live process that does; ``wait``: first
-    waits for that process (saying so), then holds it. The kernel drops a killed run's lock,
-    so nothing a failed run leaves behind blocks the next one."""
+    waits for that process (saying so), then holds it. The holder removes the file when done
+    and the kernel drops a killed run's lock, so nothing a run leaves behind blocks the next."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"  # "?": the holder has not written its pid yet
-            if not wait:
-                yield holder
-                return
-            log.info("%s: waiting for process %s, which holds it", lock_file, holder)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
-        yield None
+    while True:
+        with open(lock_file, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "?"  # "?": the holder has not written its pid
+                if not wait:
+                    yield holder
+                    return
+                log.info("%s: waiting for process %s, which holds it", lock_file, holder)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _is_current(lock, lock_file):
+                continue  # the holder we waited for removed this file: lock the one there now
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+            try:
+                yield None
+            finally:
+                lock_file.unlink(missing_ok=True)  # while still held: a waiter takes the next
+            return
+
+
+def _is_current(lock, lock_file: Path) -> bool:
+    """Whether the open ``lock`` is still the file at ``lock_file`` (not one removed since)."""
+    try:
+        return os.path.samestat(os.fstat(lock.fileno()), os.stat(lock_file))
+    except FileNotFoundError:
+        return False
 
 
 def _alive(pid: int) -> bool:

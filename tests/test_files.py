@@ -82,6 +82,7 @@ def waits_for_another_process(lock_file, caplog, call, untouched):
 
 
 def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_path):
+    """A killed run cannot remove its lock file; a run that ends does."""
     lock = tmp_path / "cell" / LOCK
     with held_by_another_process(lock) as holder, exclusive(lock) as other:
         assert other == str(holder.pid)
@@ -90,5 +91,30 @@ def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_p
         assert lock.read_text() == str(os.getpid())
         with exclusive(lock) as nested:  # a second open of the lock is another holder
             assert nested == str(os.getpid())
+        assert lock.exists()  # not removed by one that did not hold it
+    assert not lock.exists()  # its holder removed it when done
     with exclusive(lock) as other:
         assert other is None
+
+
+def test_a_waiter_takes_the_lock_file_there_now_not_the_one_its_holder_removed(tmp_path):
+    """Else a third run, finding no file, would make a new one and hold it at the same time."""
+    lock = tmp_path / ".out.lock"
+    code = ("import sys; from pathlib import Path; from rts_ssl.files import exclusive\n"
+            "with exclusive(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); sys.stdin.readline()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    seen = []
+
+    def wait_then_hold():
+        with exclusive(lock, wait=True) as other:
+            seen.append((other, lock.read_text()))
+
+    waiter = threading.Thread(target=wait_then_hold)
+    waiter.start()
+    time.sleep(0.5)
+    holder.communicate("done\n", timeout=60)  # it ends, removing its file as it lets go
+    waiter.join(60)
+    assert seen == [(None, str(os.getpid()))] and not lock.exists()
