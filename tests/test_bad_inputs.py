@@ -3,6 +3,7 @@ and no new files beside the intended outputs (README: exit codes)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -131,18 +132,21 @@ def test_bad_input_gives_one_line_and_its_exit_code(files, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("mode", ["RUN", "MULTIRUN"])
+@pytest.mark.parametrize("error", [ZeroDivisionError("a bug, not the user's input"),
+                                   OSError(errno.ENOTEMPTY, "Directory not empty")],
+                         ids=["bug", "oserror_not_a_filesystem_refusal"])
 def test_an_unexpected_failure_of_a_sweeps_job_is_logged_as_it_happens(tmp_path, monkeypatch,
-                                                                        caplog, mode):
+                                                                        caplog, mode, error):
     """Hydra records a sweep job's exception, goes on with the next job and raises only the
     first, at the end: hours later, and without the others. A single run raises it at once."""
     import rts_ssl.commands.evaluate
 
     def bug(cfg):
-        raise ZeroDivisionError("a bug, not the user's input")
+        raise error
 
     monkeypatch.setattr(rts_ssl.commands.evaluate, "run", bug)
     cfg = compose("evaluate", [f"hydra.run.dir={tmp_path}", f"hydra.mode={mode}"])
-    with pytest.raises(ZeroDivisionError), caplog.at_level(logging.ERROR):
+    with pytest.raises(type(error)), caplog.at_level(logging.ERROR):
         execute("evaluate", cfg)
-    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ZeroDivisionError]
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[1] is error]
     assert len(logged) == (mode == "MULTIRUN")

@@ -126,6 +126,16 @@ def execute(command: str, cfg: DictConfig) -> int:
     run = importlib.import_module(f"rts_ssl.commands.{command}").run
     logging.getLogger("pyogrio").setLevel(logging.WARNING)  # "Created N records" per file
     try:
+        return _exit_code(run, cfg)
+    except Exception:
+        if in_sweep():  # Hydra goes on to the next job and raises the first failure at the end
+            log.exception("this job failed; the sweep goes on with its next job")
+        raise
+
+
+def _exit_code(run, cfg: DictConfig) -> int:
+    """Run; an expected failure is one ``error:`` line and its exit code, others raise."""
+    try:
         apply_renames(cfg)
         check_config(cfg)
         run(cfg)
@@ -144,10 +154,6 @@ def execute(command: str, cfg: DictConfig) -> int:
             raise
         print(f"error: {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
         return INPUT_ERROR_EXIT
-    except Exception:
-        if in_sweep():  # Hydra goes on to the next job and raises the first failure at the end
-            log.exception("this job failed; the sweep goes on with its next job")
-        raise
     return 0
 
 
