@@ -47,19 +47,29 @@ def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
 
 @contextmanager
 def held_by_another_process(lock_file):
-    """A live process holding ``lock_file`` (:func:`exclusive`) for the block; killed after
-    it."""
-    code = ("import sys, time; from pathlib import Path; from rts_ssl.files import exclusive\n"
-            "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
+    """A live process holding ``lock_file`` (:func:`exclusive`) for the block. Sent a line
+    (``holder.communicate("\\n")``) it ends and lets go; else it is killed after the block."""
+    code = ("import sys; from pathlib import Path; from rts_ssl.files import exclusive\n"
+            "with exclusive(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); sys.stdin.readline()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(lock_file)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         yield holder
     finally:
         holder.kill()
         holder.wait()
+        holder.stdin.close()
         holder.stdout.close()
+
+
+def logged_soon(caplog, text: str, seconds: float = 60) -> bool:
+    """Whether ``text`` is logged (by another thread) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while text not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text in caplog.text
 
 
 def waits_for_another_process(lock_file, caplog, call, untouched):
@@ -71,11 +81,8 @@ def waits_for_another_process(lock_file, caplog, call, untouched):
     with held_by_another_process(lock_file) as holder, \
             caplog.at_level(logging.INFO, logger="rts_ssl.files"):
         thread.start()
-        waiting = f"waiting for process {holder.pid}"
-        deadline = time.monotonic() + 60
-        while waiting not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert waiting in caplog.text and not untouched.exists()
+        assert logged_soon(caplog, f"waiting for process {holder.pid}")
+        assert not untouched.exists()
     thread.join(120)  # the holder was killed: its lock went with it
     assert len(returned) == 1, "the waiting call failed or never ended"
     return returned[0]
@@ -97,15 +104,10 @@ def test_a_folder_is_held_by_one_run_and_a_killed_runs_lock_blocks_nothing(tmp_p
         assert other is None
 
 
-def test_a_waiter_takes_the_lock_file_there_now_not_the_one_its_holder_removed(tmp_path):
+def test_a_waiter_takes_the_lock_file_there_now_not_the_one_its_holder_removed(tmp_path,
+                                                                              caplog):
     """Else a third run, finding no file, would make a new one and hold it at the same time."""
     lock = tmp_path / ".out.lock"
-    code = ("import sys; from pathlib import Path; from rts_ssl.files import exclusive\n"
-            "with exclusive(Path(sys.argv[1])):\n"
-            "    print('held', flush=True); sys.stdin.readline()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
     seen = []
 
     def wait_then_hold():
@@ -113,8 +115,10 @@ def test_a_waiter_takes_the_lock_file_there_now_not_the_one_its_holder_removed(t
             seen.append((other, lock.read_text()))
 
     waiter = threading.Thread(target=wait_then_hold)
-    waiter.start()
-    time.sleep(0.5)
-    holder.communicate("done\n", timeout=60)  # it ends, removing its file as it lets go
+    with held_by_another_process(lock) as holder, \
+            caplog.at_level(logging.INFO, logger="rts_ssl.files"):
+        waiter.start()
+        assert logged_soon(caplog, f"waiting for process {holder.pid}")
+        holder.communicate("done\n", timeout=60)  # it ends, removing its file as it lets go
     waiter.join(60)
     assert seen == [(None, str(os.getpid()))] and not lock.exists()
