@@ -141,7 +141,8 @@ def test_cli_cells_resume_and_curve_and_compare_rank_them(fake_data, tmp_path):
     assert f"is being run by process {holder.pid}" in first.stderr + first.stdout
     assert finished_cells(out) == cells[1:]  # the held cell skipped, the sweep went on
     stamp = (out / "cells" / cells[1] / "result.json").stat().st_mtime_ns
-    again = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0")
+    again = sweep_cells(conf, tmp_path, "pretrained=none", "label_fraction=0.5,1.0", "seed=0",
+                        f"output={out}")  # where cells land is not part of their names
     assert again.returncode == 0 and "already done" in again.stderr + again.stdout
     assert finished_cells(out) == cells  # the killed holder's lock blocked nothing
     assert (out / "cells" / cells[1] / "result.json").stat().st_mtime_ns == stamp
