@@ -63,6 +63,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "thresholds": (_optional(_each(FRACTION)), "a list of probabilities in (0, 1] or null"),
     "head.lr": (_number(0, INF, low_open=True), "a learning rate > 0"),
     "head.encoder_lr_factor": (_number(0, INF), "a factor >= 0"),
+    "head.encoder_frozen_epochs": (_integer(0), "an integer >= 0"),
     "window": (_optional(_integer(8)), "an integer >= 8 (px) or null"),
     "overlap": (_optional(_integer(0)), "an integer >= 0 (px) or null"),
     "min_area_m2": (_number(0, INF), "an area >= 0"),

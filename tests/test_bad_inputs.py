@@ -90,6 +90,8 @@ CASES = [
     # config values out of range: refused before any work
     ("finetune", ["batch_size=0"], 2, "batch_size: 0 is not a positive integer"),
     ("finetune", ["split.val_fraction=1.5"], 2, "split.val_fraction"),
+    ("finetune", ["head.encoder_frozen_epochs=-1"], 2,
+     "head.encoder_frozen_epochs: -1 is not an integer >= 0"),
     ("pretrain", ["trainer.max_epochs=0"], 2, "trainer.max_epochs"),
     ("curve", ["fractions=[0.1,2.0]"], 2, "fractions"),
     ("predict", ["model={model}", "input={scene}", "output={out}", "overlap=300",

@@ -304,3 +304,30 @@ def test_test_objects_are_counted_on_whole_scenes_not_window_pieces(tmp_path):
     pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                enable_model_summary=False).test(task, datamodule=module, verbose=False)
     assert task.counts == [4, 0, 0]  # one whole slump per scene
+
+
+def test_encoder_frozen_epochs_keep_the_encoder_then_train_it():
+    """LP-FT: in the frozen epochs the decoder learns and the encoder (weights and
+    normalisation statistics) does not move; afterwards both learn."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    batches = [{"image": torch.randn(2, 4, 32, 32), "mask": torch.rand(2, 32, 32) > 0.7,
+                "ignore": torch.zeros(2, 32, 32, dtype=torch.bool)} for _ in range(2)]
+    states = []
+
+    class Snapshots(pl.Callback):
+        def on_train_epoch_end(self, trainer, task):
+            states.append({k: v.clone() for k, v in task.net.state_dict().items()})
+
+    task = SegmentationTask(RESNET.to_dict(), encoder_frozen_epochs=1)
+    start = {k: v.clone() for k, v in task.net.state_dict().items()}
+    pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+               callbacks=[Snapshots()]).fit(task, DataLoader(batches, batch_size=None))
+    encoder = [k for k in start if k.startswith("unet.encoder.")]
+    moved = [{k for k in start if not torch.equal(start[k], s[k])} for s in states]
+    assert encoder and not moved[0] & set(encoder)  # running statistics included
+    assert moved[0] - set(encoder)                    # the decoder learnt
+    assert {k for k in encoder if k.endswith("running_mean")} <= moved[1]
+    assert any(k.endswith("conv1.weight") for k in moved[1] & set(encoder))

@@ -41,7 +41,8 @@ class SegmentationTask(pl.LightningModule):
                  warmup_epochs: float = 1, dice_weight: float = 1.0,
                  iou_threshold: float = 0.3,
                  augment: dict | None = None,
-                 decoder_channels: Sequence[int] | None = None) -> None:
+                 decoder_channels: Sequence[int] | None = None,
+                 encoder_frozen_epochs: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec = EncoderSpec(**encoder)
@@ -64,8 +65,20 @@ class SegmentationTask(pl.LightningModule):
         if datamodule is not None:
             self.pixel_area_m2 = datamodule.pixel_area_m2
 
+    def encoder_frozen(self) -> bool:
+        """Modes linear and frozen always; mode full for its first ``encoder_frozen_epochs``,
+        so that the decoder learns on the pretrained features before they move (LP-FT, Kumar
+        et al. 2022: less distortion of the features out of distribution)."""
+        return (self.hparams.mode != "full"
+                or self.current_epoch < self.hparams.encoder_frozen_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.mode == "full":  # the encoder stays in the optimiser, without gradients
+            thawed = not self.encoder_frozen()
+            self.net.backbone.requires_grad_(thawed).train(thawed)
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        if self.hparams.mode != "full":
+        if self.encoder_frozen():
             self.net.backbone.eval()  # frozen means frozen normalisation statistics too
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
