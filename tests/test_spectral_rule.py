@@ -38,8 +38,10 @@ def batch(rng):
 
 def test_rule_fits_thresholds_that_separate_bare_bright_ground(tmp_path):
     rng = np.random.default_rng(0)
-    task = SpectralRuleTask(SPEC.to_dict(), BANDS, STATS.to_dict())
+    # an experiment's head options reach the rule too; it has no encoder to freeze
+    task = SpectralRuleTask(SPEC.to_dict(), BANDS, STATS.to_dict(), encoder_frozen_epochs=10)
     train = batch(rng)
+    task.on_train_batch_start(train, 0)
     task.training_step(train, 0)
     task.log = lambda *args, **kwargs: None
     task.on_validation_epoch_start()

@@ -180,6 +180,9 @@ class SpectralRuleTask(SegmentationTask):
         if bands is not None:
             self.configure(bands, BandStats.from_dict(stats))
 
+    def encoder_frozen(self) -> bool:
+        return False  # a fitted rule has no encoder (whatever head.encoder_frozen_epochs says)
+
     def configure(self, bands: Sequence[str], stats: BandStats) -> None:
         brightness = self.net.configure(bands, stats)
         self.edges_brightness = torch.linspace(*brightness, BINS + 1)
