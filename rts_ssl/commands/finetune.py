@@ -74,17 +74,13 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
                **OmegaConf.to_container(cfg.head)}
     if source is None:  # a random encoder has nothing to preserve: it learns at the full rate
         options["encoder_lr_factor"] = 1.0
+    task = _task(encoder, options, semi)
     trainer_cfg = cfg.trainer
-    if encoder["name"] == SpectralRule.name:  # the baseline: thresholds fitted, not learnt
-        task = SpectralRuleTask(encoder, **options)
+    if isinstance(task, SpectralRuleTask):  # the baseline: thresholds fitted, not learnt
         # counted in seconds, with no gradient for DDP to share: one process, whatever
         # trainer= says (DDP refuses a module without trainable parameters)
         trainer_cfg = OmegaConf.create({**OmegaConf.to_container(cfg.trainer, resolve=True),
                                         "strategy": "auto", "devices": 1, "num_nodes": 1})
-    elif semi:
-        task = SemiSupervisedTask(encoder, semi, **options)
-    else:
-        task = SegmentationTask(encoder, **options)
     if source:
         load_backbone(task.net, weights, str(source))
     name = tracking.run_name("finetune", line, data["name"],
@@ -114,6 +110,17 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     finally:
         tracking.finish()
+
+
+def _task(encoder: dict, options: dict, semi: dict | None = None,
+          rule: dict | None = None) -> SegmentationTask:
+    """The task that trains (or tests) ``encoder``: the spectral rule (``rule``: its fitted
+    bands and statistics, when restored), semi-supervised with ``semi``, else supervised."""
+    if encoder["name"] == SpectralRule.name:
+        return SpectralRuleTask(encoder, **(rule or {}), **options)
+    if semi:
+        return SemiSupervisedTask(encoder, semi, **options)
+    return SegmentationTask(encoder, **options)
 
 
 def _label_budget(cfg: DictConfig) -> tuple[float | None, int | None]:
@@ -150,11 +157,7 @@ def _retest(cfg: DictConfig, run_dir: Path) -> None:
     encoder = info["architecture"]
     options = {"mode": info["mode"], "iou_threshold": cfg.iou_threshold,
                "decoder_channels": info.get("decoder_channels")}
-    if encoder["name"] == SpectralRule.name:
-        task = SpectralRuleTask(encoder, bands=info["bands"], stats=info["normalization"],
-                                **options)
-    else:
-        task = SegmentationTask(encoder, **options)
+    task = _task(encoder, options, rule={"bands": info["bands"], "stats": info["normalization"]})
     task.net.load_state_dict(net.state_dict())
     task.threshold.fill_(info["threshold"])
     datamodule = _datamodule(cfg, data, encoder)
