@@ -1,0 +1,124 @@
+"""What IoU do the Sentinel-2 chips' own labels allow? Two references for the 0.45 target.
+
+1. Edge error: a detector that finds every slump and errs by one pixel all round (grown,
+   shrunk or shifted), on the 10 m grid and on the 5 m grid the models train on.
+2. Label agreement: the chip masks against independent labellings of the same ground in
+   ../shared/data/rts_labels (Nitze et al. 2021 polygons on PlanetScope, several dates per
+   chip, for nw_canada; Nitze's iteration 005 polygons for 12 alaska_north chips), scored
+   with the test's own metrics (pooled pixel IoU, object F1 at object IoU 0.3).
+
+Usage: python experiments/label_efficiency_s2_chips/label_limits.py [shared data dir]
+(about 30 s on one core; prints two tables).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import itertools
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.features import rasterize
+from rasterio.transform import IDENTITY, array_bounds
+from shapely.geometry import box
+
+from rts_ssl.data.vectorise import mask_objects
+from rts_ssl.evaluation.metrics import ObjectCounts
+
+SHARED = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
+CHIPS = SHARED / "sentinel2_rts_chips"
+NITZE_2021 = (SHARED / "rts_labels/arts/raw_data/Nitze_dataset_2021(Nitze2021)"
+              / "GT_Set_Nitze_etal_2021_TrainingSet_RTS.shp")
+ITERATION_005 = (SHARED / "rts_labels/ml_training_labels/retrogressive_thaw_slumps"
+                 / "TrainingLabel_RTS_PlanetScope_Nitze_iteration005"
+                 / "TrainingLabel_RTS_PlanetScope_Nitze_iteration005.gpkg")
+EDGE_ERRORS = {
+    "grown": lambda m: F.max_pool2d(m, 3, 1, 1),
+    "shrunk": lambda m: 1 - F.max_pool2d(1 - m, 3, 1, 1),
+    "shifted": lambda m: torch.roll(m, 1, dims=3),
+}
+
+
+def chips(region: str | None = None):
+    """(region, mask, its grid) of every chip, or of one region's."""
+    with open(CHIPS / "chips.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if region in (None, row["region"]):
+            with rasterio.open(CHIPS / "masks" / f"{row['chip']}.tif") as f:
+                yield row["region"], f.read(1) > 0, (f.shape, f.transform, f.crs)
+
+
+def edge_error_table() -> None:
+    sums = collections.defaultdict(lambda: np.zeros((2 * len(EDGE_ERRORS), 2)))
+    for region, mask, _ in chips():
+        m10 = torch.from_numpy(mask.astype(np.float32))[None, None]
+        m5 = F.interpolate(m10, scale_factor=2, mode="nearest")
+        perturbed = [(m, error(m)) for m in (m10, m5) for error in EDGE_ERRORS.values()]
+        for k, (m, p) in enumerate(perturbed):
+            sums[region][k] += (float((m * p).sum()), float(((m + p) > 0).sum()))
+    names = " | ".join(EDGE_ERRORS)
+    print(f"| region | 10 m: {names} | 5 m: {names} |")
+    for region, s in sorted(sums.items()):
+        print(f"| {region} | " + " | ".join(f"{i / u:.2f}" for i, u in s) + " |")
+
+
+def burn(polygons: gpd.GeoDataFrame, grid) -> np.ndarray:
+    shape, transform, _ = grid
+    return rasterize([(p, 1) for p in polygons.geometry], out_shape=shape,
+                     transform=transform, fill=0).astype(bool)
+
+
+def on_chip(polygons: gpd.GeoDataFrame, grid) -> gpd.GeoDataFrame:
+    shape, transform, crs = grid
+    polygons = polygons.to_crs(crs)
+    return polygons[polygons.intersects(box(*array_bounds(*shape, transform)))]
+
+
+def agreement(pairs: list[tuple[np.ndarray, np.ndarray]]) -> str:
+    """Pooled pixel IoU; object F1 (first of a pair the reference); pixel IoU within the
+    slumps both labellings drew (image coverage and choice of slumps set aside)."""
+    inter = union = shared_inter = shared_union = 0
+    objects = ObjectCounts(0.3)
+    for a, b in pairs:
+        inter, union = inter + (a & b).sum(), union + (a | b).sum()
+        objects.add_masks(b, a, np.ones_like(a), 100.0)
+        for slump in mask_objects(a | b):
+            c = rasterize([(slump, 1)], out_shape=a.shape, transform=IDENTITY).astype(bool)
+            if (c & a).any() and (c & b).any():
+                shared_inter += (c & a & b).sum()
+                shared_union += (c & (a | b)).sum()
+    o = objects.compute()
+    return (f"| {len(pairs)} | {inter / union:.2f} | {o['object_f1']:.2f} "
+            f"| {shared_inter / shared_union:.2f} |")
+
+
+def agreement_table() -> None:
+    nitze, iteration_005 = gpd.read_file(NITZE_2021), gpd.read_file(ITERATION_005)
+    mask_vs_date, date_vs_date, alaska = [], [], []
+    for _, mask, grid in chips("nw_canada"):
+        dates = [burn(g, grid) for _, g in on_chip(nitze, grid).groupby("image_date")]
+        mask_vs_date += [(mask, d) for d in dates]
+        date_vs_date += list(itertools.combinations(dates, 2))
+    for _, mask, grid in chips("alaska_north"):
+        polygons = on_chip(iteration_005, grid)
+        if len(polygons):
+            alaska.append((mask, burn(polygons, grid)))
+    print("| labellings compared | pairs | pixel IoU | object F1 "
+          "| pixel IoU within shared slumps |")
+    print("| nw_canada: chip mask vs one PlanetScope date (Nitze 2021) " + agreement(mask_vs_date))
+    print("| nw_canada: one date vs another, same chip " + agreement(date_vs_date))
+    print("| alaska_north: chip mask vs iteration 005 (2021 dates) " + agreement(alaska))
+
+
+if __name__ == "__main__":
+    if not CHIPS.is_dir():
+        sys.exit(f"error: {CHIPS}: not found (name the shared data folder as the argument)")
+    edge_error_table()
+    agreement_table()
