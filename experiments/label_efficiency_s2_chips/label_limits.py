@@ -24,10 +24,10 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
-from rasterio.features import rasterize
 from rasterio.transform import IDENTITY, array_bounds
 from shapely.geometry import box
 
+from rts_ssl.data.labels import rasterize_polygons
 from rts_ssl.data.vectorise import mask_objects
 from rts_ssl.evaluation.metrics import ObjectCounts
 
@@ -71,8 +71,12 @@ def edge_error_table() -> None:
 
 def burn(polygons: gpd.GeoDataFrame, grid) -> np.ndarray:
     shape, transform, _ = grid
-    return rasterize([(p, 1) for p in polygons.geometry], out_shape=shape,
-                     transform=transform, fill=0).astype(bool)
+    return rasterize_polygons(polygons.geometry, transform, shape) > 0
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(intersection, union) pixel counts of two masks: summed, then divided, the IoU pools."""
+    return np.array([(a & b).sum(), (a | b).sum()])
 
 
 def on_chip(polygons: gpd.GeoDataFrame, grid) -> gpd.GeoDataFrame:
@@ -84,50 +88,48 @@ def on_chip(polygons: gpd.GeoDataFrame, grid) -> gpd.GeoDataFrame:
 def agreement(pairs: list[tuple[np.ndarray, np.ndarray]]) -> str:
     """Pooled pixel IoU; object F1 (first of a pair the reference); pixel IoU within the
     slumps both labellings drew (image coverage and choice of slumps set aside)."""
-    inter = union = shared_inter = shared_union = 0
+    pooled, shared = np.zeros(2), np.zeros(2)
     objects = ObjectCounts(0.3)
     for a, b in pairs:
-        inter, union = inter + (a & b).sum(), union + (a | b).sum()
+        pooled += overlap(a, b)
         objects.add_masks(b, a, np.ones_like(a), 100.0)
         for slump in mask_objects(a | b):
-            c = rasterize([(slump, 1)], out_shape=a.shape, transform=IDENTITY).astype(bool)
+            c = rasterize_polygons([slump], IDENTITY, a.shape) > 0
             if (c & a).any() and (c & b).any():
-                shared_inter += (c & a & b).sum()
-                shared_union += (c & (a | b)).sum()
+                shared += overlap(c & a, c & b)
     o = objects.compute()
-    return (f"| {len(pairs)} | {inter / union:.2f} | {o['object_f1']:.2f} "
-            f"| {shared_inter / shared_union:.2f} |")
+    return (f"| {len(pairs)} | {pooled[0] / pooled[1]:.2f} | {o['object_f1']:.2f} "
+            f"| {shared[0] / shared[1]:.2f} |")
 
 
 def best_shift_agreement(pairs: list[tuple[np.ndarray, np.ndarray]], reach: int = 2) -> str:
     """Pooled pixel IoU once the second of each pair is shifted (up to ``reach`` pixels)
     to fit the first best: how much of the disagreement is misregistration."""
-    inter = union = unshifted = 0
+    pooled, unshifted = np.zeros(2), 0
     offsets = list(itertools.product(range(-reach, reach + 1), repeat=2))
     for a, b in pairs:
-        shifted = [np.roll(b, offset, (0, 1)) for offset in offsets]
-        k = max(range(len(offsets)),
-                key=lambda i: (a & shifted[i]).sum() / max((a | shifted[i]).sum(), 1))
-        inter, union = inter + (a & shifted[k]).sum(), union + (a | shifted[k]).sum()
+        fits = [overlap(a, np.roll(b, offset, (0, 1))) for offset in offsets]
+        k = max(range(len(offsets)), key=lambda i: fits[i][0] / max(fits[i][1], 1))
+        pooled += fits[k]
         unshifted += offsets[k] == (0, 0)
-    return (f"pixel IoU {inter / union:.2f} with each pair shifted to fit best (within "
-            f"{reach} px), {unshifted / len(pairs):.0%} of the pairs best unshifted")
+    return (f"pixel IoU {pooled[0] / pooled[1]:.2f} with each pair shifted to fit best "
+            f"(within {reach} px), {unshifted / len(pairs):.0%} of the pairs best unshifted")
 
 
 def agreement_table() -> None:
     nitze, iteration_005 = gpd.read_file(NITZE_2021), gpd.read_file(ITERATION_005)
-    mask_vs_date, date_vs_date, alaska, best_date, outside = [], [], [], [], 0
+    mask_vs_date, date_vs_date, alaska, best_date, outside, total = [], [], [], [], 0, 0
     for _, mask, grid in chips("nw_canada"):
         dates = [burn(g, grid) for _, g in on_chip(nitze, grid).groupby("image_date")]
         mask_vs_date += [(mask, d) for d in dates]
         date_vs_date += list(itertools.combinations(dates, 2))
-        best_date.append(max((mask & d).sum() / (mask | d).sum() for d in dates))
+        best_date.append(max(i / u for i, u in (overlap(mask, d) for d in dates)))
         outside += (mask & ~np.logical_or.reduce(dates)).sum()
+        total += mask.sum()
     for _, mask, grid in chips("alaska_north"):
         polygons = on_chip(iteration_005, grid)
         if len(polygons):
             alaska.append((mask, burn(polygons, grid)))
-    total = sum(mask.sum() for _, mask, _ in chips("nw_canada"))
     print(f"nw_canada: each chip mask against its best-matching date's polygons: IoU "
           f"{min(best_date):.2f}-{max(best_date):.2f}, {sum(b > 0.84 for b in best_date)} of "
           f"{len(best_date)} chips above 0.84; {outside} of {total} mask pixels outside "
