@@ -143,7 +143,8 @@ def agreement_table() -> None:
 
 
 if __name__ == "__main__":
-    if not CHIPS.is_dir():
-        sys.exit(f"error: {CHIPS}: not found (name the shared data folder as the argument)")
+    for needed in (CHIPS / "chips.csv", NITZE_2021, ITERATION_005):
+        if not needed.is_file():
+            sys.exit(f"error: {needed}: not found (name the shared data folder as the argument)")
     edge_error_table()
     agreement_table()
